@@ -1,0 +1,1 @@
+"""Dagster definitions for videodit: orchestration only; the ML lives in `videodit`."""

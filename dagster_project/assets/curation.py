@@ -1,0 +1,30 @@
+"""Stage 3, curation: accepted clips become fixed-size training shards with a train/val split."""
+
+
+import pandas as pd
+from dagster import MaterializeResult, MetadataValue, asset
+
+from dagster_project.assets.validation import validated_clips
+from dagster_project.resources import Workspace
+from videodit.data.curation import curate
+from videodit.data.shards import ClipShards
+
+
+@asset(group_name="curation", code_version="1", deps=[validated_clips], kinds={"safetensors"})
+def training_clips(workspace: Workspace) -> MaterializeResult:
+    """Accepted clips resampled, resized and centre-cropped to the preset's training shape, in shards."""
+    curation = workspace.data().curation
+    accepted = pd.read_parquet(workspace.artifacts("validated_clips") / "accepted.parquet")
+    out_dir = workspace.artifacts("training_clips")
+    index = curate(accepted, workspace.data_dir, out_dir, curation)
+    ClipShards(out_dir).verify()
+    counts = index["split"].value_counts()
+    return MaterializeResult(
+        metadata={
+            "train_clips": int(counts.get("train", 0)),
+            "val_clips": int(counts.get("val", 0)),
+            "shards": int(index["shard"].nunique()),
+            "clip_shape": f"{curation.n_frames}×{curation.height}×{curation.width}×3 @ {curation.fps} fps",
+            "path": MetadataValue.path(str(out_dir)),
+        }
+    )

@@ -1,0 +1,81 @@
+"""Stage 2, validation: the Great Expectations suite splits clips into accepted and quarantined."""
+
+
+import json
+from collections import Counter
+from dataclasses import replace
+
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, Config, MaterializeResult, MetadataValue, asset, asset_check
+
+from dagster_project.assets.ingestion import video_metadata
+from dagster_project.resources import Workspace
+from videodit.data.validation import validate_metadata, write_outcome
+
+SUMMARY_FILE = "summary.json"
+
+
+class ValidationSettings(Config):
+    """Overrides of the preset's validation bounds; None keeps the preset's value."""
+
+    min_accepted_fraction: float | None = None
+    min_motion: float | None = None
+    min_width: int | None = None
+    min_height: int | None = None
+
+
+@asset(group_name="validation", code_version="1", deps=[video_metadata], kinds={"great_expectations"})
+def validated_clips(config: ValidationSettings, workspace: Workspace) -> MaterializeResult:
+    """Clips that pass the suite in `great_expectations/`; the rest are quarantined with their reasons."""
+    preset = workspace.data()
+    overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+    validation = replace(preset.validation, **overrides)
+    metadata = pd.read_parquet(workspace.artifacts("video_metadata") / "metadata.parquet")
+    outcome = validate_metadata(metadata, workspace.gx_root, validation, preset.curation)
+    out_dir = workspace.artifacts("validated_clips")
+    paths = write_outcome(outcome, out_dir)
+    summary = {
+        "ingested": len(outcome.decisions),
+        "accepted": len(outcome.accepted),
+        "quarantined": len(outcome.quarantine),
+        "accepted_fraction": outcome.accepted_fraction,
+        "min_accepted_fraction": validation.min_accepted_fraction,
+    }
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    reasons = Counter(reason.split(":")[0] for rs in outcome.quarantine["reasons"] for reason in rs)
+    quarantine_md = outcome.quarantine[["path", "reasons"]].head(20).assign(reasons=lambda d: d["reasons"].map("; ".join))
+    return MaterializeResult(
+        metadata={
+            **summary,
+            "data_docs": MetadataValue.url(outcome.data_docs_index.as_uri()),
+            "suite": MetadataValue.path(str(workspace.gx_root / "expectations" / "video_clips.json")),
+            "quarantine_table": MetadataValue.path(str(paths["quarantine"])),
+            "decisions_table": MetadataValue.path(str(paths["decisions"])),
+            "quarantine_reasons": MetadataValue.json(dict(reasons)),
+            "quarantine_preview": MetadataValue.md(quarantine_md.to_markdown(index=False) if len(quarantine_md) else "none"),
+            "expectations": MetadataValue.md(pd.DataFrame(outcome.expectation_stats).to_markdown(index=False)),
+        }
+    )
+
+
+def _summary(workspace: Workspace) -> dict:
+    return json.loads((workspace.artifacts("validated_clips") / SUMMARY_FILE).read_text())
+
+
+@asset_check(asset=validated_clips, blocking=True, description="Enough of the ingested clips passed validation.")
+def accepted_fraction_above_threshold(workspace: Workspace) -> AssetCheckResult:
+    s = _summary(workspace)
+    return AssetCheckResult(
+        passed=s["accepted_fraction"] >= s["min_accepted_fraction"],
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"accepted_fraction": s["accepted_fraction"], "threshold": s["min_accepted_fraction"]},
+    )
+
+
+@asset_check(asset=validated_clips, blocking=True, description="accepted + quarantined = ingested: no clip is lost.")
+def every_clip_accounted_for(workspace: Workspace) -> AssetCheckResult:
+    s = _summary(workspace)
+    return AssetCheckResult(
+        passed=s["accepted"] + s["quarantined"] == s["ingested"],
+        metadata={k: s[k] for k in ("ingested", "accepted", "quarantined")},
+    )

@@ -1,0 +1,64 @@
+"""Typed configuration of the data layer. Presets live in `videodit.presets`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The built-in moving-shapes dataset: every attribute combination, `clips_per_combination` times."""
+
+    n_frames: int = 16
+    height: int = 64
+    width: int = 64
+    fps: int = 8
+    clips_per_combination: int = 1
+    # Keep only this many clips (a seeded sample of the combinations); None keeps every combination.
+    max_clips: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """How `video_metadata` measures each clip."""
+
+    # Frames are analysed at this short side: cut and motion scores barely change, decoding cost drops.
+    analysis_size: int = 64
+    # PySceneDetect's ContentDetector default: mean HSV delta (0-255) above which a frame starts a new shot.
+    cut_threshold: float = 27.0
+    # Below this brightness (0-255) hue and saturation are codec noise and are not compared.
+    dark_floor: float = 24.0
+    # A pixel "moves" when its brightest channel changes by more than this (0-255); codec noise stays below.
+    motion_pixel_delta: int = 24
+    caption_max_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Bounds of the Great Expectations suite and the blocking accepted-fraction check."""
+
+    min_width: int = 32
+    min_height: int = 32
+    min_fps: float = 4.0
+    max_fps: float = 120.0
+    min_duration_s: float = 0.5
+    max_duration_s: float = 600.0
+    min_frames: int = 8
+    caption_min_chars: int = 8
+    caption_max_chars: int = 300
+    # Fraction of pixels that move per frame, averaged over the clip; static footage scores ~0.
+    min_motion: float = 0.002
+    min_accepted_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """How accepted clips become fixed-size training clips."""
+
+    fps: float = 8.0
+    n_frames: int = 16
+    height: int = 64
+    width: int = 64
+    val_fraction: float = 0.1
+    clips_per_shard: int = 256

@@ -1,0 +1,167 @@
+"""`validated_clips`: the Great Expectations suite that decides which probed clips may train the model.
+
+The suite is written from `ValidationConfig` into the file-based GX project (`great_expectations/`)
+on every run, so the JSON on disk is always the one that made the last decision. Per-row failures
+come back from GX (result format COMPLETE, indexed by path) and become the quarantine table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations import expectations as gxe
+
+from videodit.data.config import CurationConfig, ValidationConfig
+
+SUITE_NAME = "video_clips"
+DATASOURCE_NAME = "videodit"
+ASSET_NAME = "video_metadata"
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    accepted: pd.DataFrame  # metadata rows of the accepted clips
+    decisions: pd.DataFrame  # every clip: path, sha256, accepted, failed_expectations, reasons
+    expectation_stats: list[dict]  # per expectation: name, success, unexpected count
+    data_docs_index: Path
+
+    @property
+    def quarantine(self) -> pd.DataFrame:
+        return self.decisions[~self.decisions["accepted"]].reset_index(drop=True)
+
+    @property
+    def accepted_fraction(self) -> float:
+        return len(self.accepted) / len(self.decisions) if len(self.decisions) else 0.0
+
+
+def min_clip_duration(validation: ValidationConfig, curation: CurationConfig) -> float:
+    """Shortest clip that still yields one training clip; half a frame of slack for timestamp rounding."""
+    return max(validation.min_duration_s, (curation.n_frames - 0.5) / curation.fps)
+
+
+def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.ExpectationSuite:
+    """One expectation per rule; `meta.rule` is the human reason a quarantined clip carries."""
+
+    def rule(expectation, text: str):
+        expectation.meta = {"rule": text}
+        return expectation
+
+    v = validation
+    min_duration = min_clip_duration(v, curation)
+    suite = gx.ExpectationSuite(name=SUITE_NAME)
+    for expectation in (
+        rule(gxe.ExpectColumnValuesToBeInSet(column="decode_ok", value_set=[True]), "the file decodes as video"),
+        rule(gxe.ExpectColumnValuesToBeBetween(column="width", min_value=v.min_width), f"width ≥ {v.min_width}px"),
+        rule(gxe.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_height), f"height ≥ {v.min_height}px"),
+        rule(
+            gxe.ExpectColumnValuesToBeBetween(column="fps", min_value=v.min_fps, max_value=v.max_fps),
+            f"{v.min_fps} ≤ fps ≤ {v.max_fps}",
+        ),
+        rule(
+            gxe.ExpectColumnValuesToBeBetween(column="duration_s", min_value=min_duration, max_value=v.max_duration_s),
+            f"long enough for a {curation.n_frames}-frame clip at {curation.fps} fps "
+            f"({min_duration:.2f}s) and at most {v.max_duration_s}s",
+        ),
+        rule(gxe.ExpectColumnValuesToBeBetween(column="n_frames", min_value=v.min_frames), f"≥ {v.min_frames} frames"),
+        rule(gxe.ExpectColumnValuesToNotBeNull(column="caption"), "has a caption"),
+        rule(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="caption_chars", min_value=v.caption_min_chars, max_value=v.caption_max_chars
+            ),
+            f"caption of {v.caption_min_chars}-{v.caption_max_chars} characters",
+        ),
+        rule(gxe.ExpectColumnValuesToBeBetween(column="n_cuts", max_value=0), "no scene cuts"),
+        rule(
+            gxe.ExpectColumnValuesToBeBetween(column="motion_score", min_value=v.min_motion),
+            f"motion score ≥ {v.min_motion} (not static)",
+        ),
+        rule(gxe.ExpectColumnValuesToBeUnique(column="sha256"), "not a duplicate of another clip (sha256)"),
+    ):
+        suite.add_expectation(expectation)
+    return suite
+
+
+def _checkpoint(context, suite: gx.ExpectationSuite) -> gx.Checkpoint:
+    source = context.data_sources.add_or_update_pandas(DATASOURCE_NAME)
+    asset = next((a for a in source.assets if a.name == ASSET_NAME), None) or source.add_dataframe_asset(ASSET_NAME)
+    batch = next((b for b in asset.batch_definitions if b.name == "all"), None) or (
+        asset.add_batch_definition_whole_dataframe("all")
+    )
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=SUITE_NAME, data=batch, suite=suite)
+    )
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=SUITE_NAME,
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]},
+        )
+    )
+
+
+def _display(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "missing"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def validate_metadata(
+    metadata: pd.DataFrame, gx_root: Path, validation: ValidationConfig, curation: CurationConfig
+) -> ValidationOutcome:
+    """Run the suite over the metadata table and split it into accepted and quarantined clips."""
+    context = gx.get_context(mode="file", context_root_dir=str(gx_root))
+    suite = context.suites.add_or_update(build_suite(validation, curation))
+    result = _checkpoint(context, suite).run(batch_parameters={"dataframe": metadata})
+    (run_result,) = result.run_results.values()
+
+    failures: dict[str, list[tuple[str, str]]] = {path: [] for path in metadata["path"]}
+    first_with_sha = metadata.dropna(subset=["sha256"]).sort_values("path").drop_duplicates("sha256")
+    canonical = dict(zip(first_with_sha["sha256"], first_with_sha["path"]))
+    stats = []
+    for item in run_result.results:
+        config = item.expectation_config
+        column = config.kwargs["column"]
+        flagged = item.result.get("unexpected_index_list") or []
+        stats.append({"expectation": config.type, "column": column, "rule": config.meta["rule"],
+                      "success": bool(item.success), "unexpected": len(flagged)})  # fmt: skip
+        for hit in flagged:
+            path, value = hit["path"], hit[column]
+            if config.type == "expect_column_values_to_be_unique":
+                if canonical[value] == path:
+                    continue  # the first copy of a duplicated file is kept
+                reason = f"duplicate of {canonical[value]} (sha256 {value[:12]})"
+            elif column == "decode_ok":
+                reason = str(metadata.loc[metadata["path"] == path, "error"].iloc[0])
+            else:
+                reason = f"{config.meta['rule']}: got {column}={_display(value)}"
+            failures[path].append((f"{config.type}({column})", reason))
+
+    decisions = metadata[["path", "sha256", "n_cuts", "cut_times_s", "motion_score"]].copy()
+    decisions["failed_expectations"] = [[name for name, _ in failures[p]] for p in decisions["path"]]
+    decisions["reasons"] = [[reason for _, reason in failures[p]] for p in decisions["path"]]
+    decisions["accepted"] = [not failures[p] for p in decisions["path"]]
+    accepted = metadata[decisions["accepted"].to_numpy()].reset_index(drop=True)
+    docs = Path(gx_root) / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return ValidationOutcome(accepted, decisions, stats, docs)
+
+
+def write_outcome(outcome: ValidationOutcome, out_dir: Path) -> dict[str, Path]:
+    """Persist the decision record: enough, with the DVC data version, to rebuild the curated set exactly."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "accepted": out_dir / "accepted.parquet",
+        "decisions": out_dir / "decisions.parquet",
+        "quarantine": out_dir / "quarantine.parquet",
+        "expectations": out_dir / "expectations.json",
+    }
+    outcome.accepted.to_parquet(paths["accepted"], index=False)
+    outcome.decisions.to_parquet(paths["decisions"], index=False)
+    outcome.quarantine.to_parquet(paths["quarantine"], index=False)
+    paths["expectations"].write_text(json.dumps(outcome.expectation_stats, indent=2))
+    return paths

@@ -1,0 +1,110 @@
+"""Reading and writing video files with PyAV, with errors that name the file instead of FFmpeg internals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class VideoDecodeError(Exception):
+    """A file that cannot be read as a video; the message names the file and says why."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    container: str
+    codec: str
+    width: int
+    height: int
+    nominal_fps: float
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    time_s: float
+    rgb: np.ndarray  # uint8 [H, W, 3]
+
+
+def _describe(exc: Exception) -> str:
+    # FFmpeg errors carry an errno-style prefix and the file name; keep only the human part.
+    if isinstance(exc, av.error.FFmpegError):
+        return exc.strerror or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def open_video(path: Path) -> tuple[av.container.InputContainer, StreamInfo]:
+    """Open `path` and describe its first video stream; raises VideoDecodeError on anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoDecodeError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "file is empty (0 bytes)")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
+        raise VideoDecodeError(path, f"not a readable video container ({_describe(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(path, "contains no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    info = StreamInfo(
+        container=container.format.name,
+        codec=stream.codec_context.name,
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        nominal_fps=float(rate) if rate else 0.0,
+        has_audio=bool(container.streams.audio),
+    )
+    return container, info
+
+
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the short side shrunk to `short_side`, aspect kept, both even; never upscales."""
+    if min(width, height) <= short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def iter_frames(
+    container: av.container.InputContainer, path: Path, size: tuple[int, int] | None = None
+) -> Iterator[DecodedFrame]:
+    """Decode the first video stream as RGB frames, resized by FFmpeg's swscale to `size` = (width, height)."""
+    stream = container.streams.video[0]
+    try:
+        for frame in container.decode(stream):
+            # Only ask swscale to resize when the size changes: a no-op resize still costs a pass.
+            resize = {} if size in (None, (frame.width, frame.height)) else {"width": size[0], "height": size[1]}
+            rgb = frame.to_ndarray(format="rgb24", **resize)
+            time_s = float(frame.time) if frame.time is not None else float("nan")
+            yield DecodedFrame(time_s=time_s, rgb=rgb)
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(path, f"decoding failed mid-stream ({_describe(exc)})") from None
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int, crf: int = 18) -> None:
+    """Write uint8 frames [T, H, W, 3] as H.264 (yuv420p). One encoder thread keeps the bytes reproducible."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n, height, width, _ = frames.shape
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.options = {"crf": str(crf), "preset": "medium"}
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))

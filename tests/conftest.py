@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny datasets and scratch projects, each built in seconds."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def write_video(
+    path: Path,
+    frames: np.ndarray,
+    fps: float = 8,
+    codec: str = "libx264",
+    fmt: str | None = None,
+    audio: bool = False,
+    pts: list[int] | None = None,
+) -> Path:
+    """Encode uint8 [T, H, W, 3] frames; `pts` (in 1/1000 s) makes a variable-frame-rate file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if pts is not None:
+            stream.time_base = Fraction(1, 1000)
+        audio_stream = container.add_stream("aac", rate=16000) if audio else None
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        if audio_stream is not None:
+            samples = (np.sin(np.linspace(0, 400, 16000 * len(frames) // int(fps))) * 0.2).astype(np.float32)
+            for start in range(0, len(samples) - 1024, 1024):
+                chunk = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="flt", layout="mono")
+                chunk.sample_rate, chunk.pts = 16000, start
+                container.mux(audio_stream.encode(chunk))
+            container.mux(audio_stream.encode(None))
+    return path
+
+
+def moving_square(n: int = 16, height: int = 64, width: int = 64, colour=(255, 0, 0), step: int = 2) -> np.ndarray:
+    """A 16 px square moving right `step` px per frame on black."""
+    frames = np.zeros((n, height, width, 3), np.uint8)
+    for t in range(n):
+        x = 4 + t * step
+        frames[t, 24:40, x : x + 16] = colour
+    return frames
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A scratch project folder and a DVC remote outside it."""
+    root = tmp_path / "project"
+    root.mkdir()
+    return root, tmp_path / "dvc-remote"

@@ -1,0 +1,116 @@
+"""The data half of the graph materialized with Dagster on a tiny dataset."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import moving_square, write_video
+from dagster import DagsterInstance, materialize
+from dvc.repo import Repo
+
+from dagster_project.assets.validation import accepted_fraction_above_threshold, every_clip_accounted_for
+from dagster_project.definitions import data_assets
+from dagster_project.resources import DVCResource, Workspace
+from videodit.data.shards import ClipShards
+
+CHECKS = [accepted_fraction_above_threshold, every_clip_accounted_for]
+
+
+def _materialize(root, remote, instance, selection=None, run_config=None, raise_on_error=True):
+    return materialize(
+        data_assets + CHECKS,
+        selection=selection,
+        instance=instance,
+        resources={"workspace": Workspace(project_dir=str(root), preset="tiny"), "dvc": DVCResource(remote_url=str(remote))},
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def _metadata(result, asset):
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _remote_objects(remote):
+    return sorted(p for p in remote.rglob("*") if p.is_file())
+
+
+def test_synthetic_graph_materializes_and_reingest_is_idempotent(project):
+    root, remote = project
+    instance = DagsterInstance.ephemeral()
+    result = _materialize(root, remote, instance)
+    assert result.success
+    raw = _metadata(result, "raw_videos")
+    dvc_out = yaml.safe_load((root / "data.dvc").read_text())["outs"][0]
+    assert raw["dvc_md5"] == dvc_out["md5"] and raw["dvc_md5"].endswith(".dir")
+    assert raw["clips"] == 24 and raw["files"] == 24 + 2  # clips + captions.csv + manifest.jsonl
+    assert raw["pushed_objects"] == raw["files"] + 1  # + the directory listing object
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["raw_videos"]]
+    assert event.materialization.tags["dagster/data_version"] == raw["dvc_md5"]
+
+    meta = _metadata(result, "video_metadata")
+    assert (meta["clips"], meta["decode_failures"], meta["clips_with_cuts"]) == (24, 0, 0)
+    validated = _metadata(result, "validated_clips")
+    assert (validated["ingested"], validated["accepted"], validated["quarantined"]) == (24, 24, 0)
+    assert validated["data_docs"].startswith("file://") and (root / "great_expectations" / "uncommitted" / "data_docs").is_dir()
+    curated = _metadata(result, "training_clips")
+    assert curated["train_clips"] + curated["val_clips"] == 24 and curated["val_clips"] >= 1
+    shards = ClipShards(root / "artifacts" / "training_clips")
+    assert shards.frames(*shards.index.loc[0, ["shard", "row"]]).shape == (8, 32, 32, 3)
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+    # Identical data again: same DVC version, nothing new in the remote.
+    before = _remote_objects(remote)
+    again = _materialize(root, remote, instance, selection=["raw_videos"])
+    assert _metadata(again, "raw_videos")["dvc_md5"] == raw["dvc_md5"]
+    assert _metadata(again, "raw_videos")["pushed_objects"] == 0
+    assert _remote_objects(remote) == before
+    # The remote really holds the data: status is clean and a pull restores a deleted clip.
+    repo = Repo(str(root))
+    assert repo.status(cloud=True) == {}
+    clip = next((root / "data" / "videos").iterdir())
+    original = clip.read_bytes()
+    clip.unlink()
+    repo.checkout(force=True)
+    assert clip.read_bytes() == original
+    # A different seed is different data: a new version.
+    reseeded = _materialize(root, remote, instance, selection=["raw_videos"], run_config={"ops": {"raw_videos": {"config": {"seed": 7}}}})
+    assert _metadata(reseeded, "raw_videos")["dvc_md5"] != raw["dvc_md5"]
+
+
+def test_user_folder_flows_through_validation_and_the_blocking_check(project, tmp_path):
+    root, remote = project
+    src = tmp_path / "my_videos"
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        write_video(src / f"clip{i}.mp4", moving_square(12, height=48, width=64, colour=colour))
+    (src / "broken.mp4").write_text("not a video")
+    rows = [{"path": f"clip{i}.mp4", "caption": f"square number {i} moves right"} for i in range(3)]
+    rows += [{"path": "broken.mp4", "caption": "a broken file"}, {"path": "../escape.mp4", "caption": "escaping the root"}]
+    (src / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    instance = DagsterInstance.ephemeral()
+    config = {"ops": {"raw_videos": {"config": {"source_dir": str(src)}}}}
+
+    result = _materialize(root, remote, instance, run_config=config)
+    validated = _metadata(result, "validated_clips")
+    assert (validated["ingested"], validated["accepted"], validated["quarantined"]) == (5, 3, 2)
+    quarantine = pd.read_parquet(root / "artifacts" / "validated_clips" / "quarantine.parquet")
+    assert set(quarantine["path"]) == {"broken.mp4", "../escape.mp4"}
+    assert _metadata(result, "training_clips")["train_clips"] + _metadata(result, "training_clips")["val_clips"] == 3
+
+    # Demand more than 60% accepted: the blocking check fails and nothing downstream materializes.
+    strict = {"ops": {**config["ops"], "validated_clips": {"config": {"min_accepted_fraction": 0.9}}}}
+    failed = _materialize(root, remote, instance, run_config=strict, raise_on_error=False)
+    assert not failed.success
+    evaluations = {e.check_name: e.passed for e in failed.get_asset_check_evaluations()}
+    assert evaluations == {"accepted_fraction_above_threshold": False, "every_clip_accounted_for": True}
+    assert "training_clips" not in {e.asset_key.path[0] for e in failed.get_asset_materialization_events()}
+
+
+def test_source_inside_the_data_folder_is_refused(project):
+    root, remote = project
+    (root / "data" / "mine").mkdir(parents=True)
+    with pytest.raises(Exception, match="inside the managed data folder"):
+        _materialize(root, remote, DagsterInstance.ephemeral(), selection=["raw_videos"],
+                     run_config={"ops": {"raw_videos": {"config": {"source_dir": str(root / "data" / "mine")}}}})

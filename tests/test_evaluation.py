@@ -1,0 +1,284 @@
+import base64
+import io
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from videodit.data.config import SyntheticConfig
+from videodit.data.synthetic import CAPTION_TEMPLATES, COLOURS, DIRECTIONS, SHAPES, SIZES, TOWARDS, render_clip
+from videodit.evaluation import (
+    FEATURE_NAMES,
+    UNKNOWN,
+    attribute_features,
+    attributes_from_caption,
+    contact_sheet,
+    frechet_distance,
+    frechet_video_distance,
+    png_data_uri,
+    prompt_adherence,
+    psnr,
+    read_attributes,
+    save_gif,
+    ssim,
+)
+from videodit.evaluation.contact_sheet import CAPTION_HEIGHT, FRAME_GAP
+
+COMBINATIONS = list(itertools.product(SHAPES, COLOURS, SIZES, DIRECTIONS))  # 168
+ATTRIBUTES = ("shape", "colour", "size", "direction")
+# (n_frames, height, width): the training resolution, the smallest preset, and a non-square frame.
+RESOLUTIONS = [(16, 64, 64), (8, 32, 32), (16, 48, 64)]
+
+
+def every_clip(n_frames: int, height: int, width: int, seed: int = 0) -> tuple[list[np.ndarray], list[dict]]:
+    config = SyntheticConfig(n_frames=n_frames, height=height, width=width)
+    rng = np.random.default_rng(seed)
+    videos = [render_clip(*combo, config, rng) for combo in COMBINATIONS]
+    return videos, [dict(zip(ATTRIBUTES, combo, strict=True)) for combo in COMBINATIONS]
+
+
+def degrade(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a decoder might produce: a 3×3 box blur, then Gaussian noise with σ = 10."""
+    blurred = ndimage.uniform_filter(video.astype(np.float32), size=(1, 3, 3, 1))
+    return np.clip(blurred + rng.normal(0, 10, video.shape), 0, 255).round().astype(np.uint8)
+
+
+# --- attributes read from pixels -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_frames,height,width", RESOLUTIONS)
+def test_reads_every_attribute_combination_exactly(n_frames, height, width):
+    videos, expected = every_clip(n_frames, height, width)
+    report = prompt_adherence(videos, expected)
+    wrong = [row for row in report["per_clip"] if any(row[f"read_{a}"] != row[f"expected_{a}"] for a in ATTRIBUTES)]
+    assert wrong == []
+    assert report["overall"] == 1.0 and report["n_clips"] == 168
+
+
+@pytest.mark.parametrize("n_frames,height,width", RESOLUTIONS[:2])
+def test_reads_blurred_noisy_clips(n_frames, height, width):
+    videos, expected = every_clip(n_frames, height, width, seed=1)
+    rng = np.random.default_rng(2)
+    report = prompt_adherence([degrade(video, rng) for video in videos], expected)
+    # Measured: 1.0 on every attribute at both sizes (and over seeds 0-3).
+    for attribute in ATTRIBUTES:
+        assert report[attribute] >= 0.95, (attribute, report[attribute])
+    assert report["overall"] == 1.0
+
+
+def test_reading_reports_its_measures():
+    config = SyntheticConfig(n_frames=16, height=64, width=64)
+    read = read_attributes(render_clip("square", "blue", "large", "right", config, np.random.default_rng(0)))
+    assert read.is_readable
+    assert read.fill_ratio == 1.0 and read.row_skewness == 0.0
+    assert read.side_fraction == pytest.approx(0.40, abs=1 / 64)
+    assert read.foreground_fraction == pytest.approx(0.16, abs=0.01)
+    dx, dy = read.displacement_px
+    assert dx >= 0.4 * 64 - 1.5 and abs(dy) < 0.5
+
+
+def test_dim_washed_out_colours_still_read_as_their_hue():
+    config = SyntheticConfig(n_frames=8, height=32, width=32)
+    clip = render_clip("circle", "magenta", "large", "down", config, np.random.default_rng(0))
+    dim = (clip.astype(np.float32) * 0.6).astype(np.uint8)  # (153, 0, 153)
+    assert read_attributes(dim).colour == "magenta"
+
+
+@pytest.mark.parametrize(
+    "video",
+    [
+        np.zeros((8, 32, 32, 3), np.uint8),
+        np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+        np.full((8, 32, 32, 3), (200, 0, 0), np.uint8),
+    ],
+    ids=["all-black", "uniform-noise", "flat-red"],
+)
+def test_degenerate_clips_read_as_unknown(video):
+    read = read_attributes(video)
+    assert (read.colour, read.shape, read.size, read.direction) == (UNKNOWN,) * 4
+    assert not read.is_readable
+    features = attribute_features(video)
+    assert features.shape == (len(FEATURE_NAMES),) and np.isfinite(features).all()
+
+
+def test_static_shape_has_no_direction_but_the_rest_reads():
+    config = SyntheticConfig(n_frames=8, height=32, width=32)
+    first_frame = render_clip("triangle", "yellow", "small", "left", config, np.random.default_rng(0))[:1]
+    read = read_attributes(np.repeat(first_frame, 8, axis=0))
+    assert (read.colour, read.shape, read.size, read.direction) == ("yellow", "triangle", "small", UNKNOWN)
+
+
+def test_unknown_counts_as_wrong_in_adherence():
+    videos, expected = every_clip(8, 32, 32)
+    videos, expected = videos[:3] + [np.zeros_like(videos[0])], expected[:4]
+    report = prompt_adherence(videos, expected)
+    assert report["colour"] == report["shape"] == report["direction"] == 0.75
+    assert report["per_clip"][3]["read_shape"] == UNKNOWN
+
+
+def test_missing_expected_size_is_left_out_of_size_accuracy():
+    videos, expected = every_clip(8, 32, 32)
+    wrong_size = {**expected[0], "size": "large" if expected[0]["size"] == "small" else "small"}
+    report = prompt_adherence(videos[:2], [wrong_size, {**expected[1], "size": None}])
+    assert report["size"] == 0.0  # only the first clip counts
+    assert report["shape"] == 1.0
+    assert report["overall"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 32, 32, 3), np.float32), np.zeros((32, 32, 3), np.uint8)])
+def test_wrong_dtype_or_shape_is_named(bad):
+    with pytest.raises(ValueError, match="uint8|shape"):
+        read_attributes(bad)
+
+
+def test_features_separate_different_clips():
+    videos, _ = every_clip(8, 32, 32)
+    features = np.stack([attribute_features(video) for video in videos])
+    assert features.shape == (168, len(FEATURE_NAMES))
+    assert len(np.unique(features.round(6), axis=0)) == 168
+
+
+# --- captions --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "caption,expected",
+    [
+        ("a large red circle moves left", ("red", "circle", "large", "left")),
+        ("the small blue square slides up", ("blue", "square", "small", "up")),
+        ("a green triangle moving to the right on a black background", ("green", "triangle", None, "right")),
+        ("small cyan square travelling upwards", ("cyan", "square", "small", "up")),
+        ("a large triangle, magenta, heading down", ("magenta", "triangle", "large", "down")),
+        ("video of a small white circle going right across a black screen", ("white", "circle", "small", "right")),
+        ("A Large YELLOW Circle Moves Downwards.", ("yellow", "circle", "large", "down")),
+    ],
+)
+def test_caption_parser_reads_the_example_captions(caption, expected):
+    colour, shape, size, direction = expected
+    assert attributes_from_caption(caption) == {"colour": colour, "shape": shape, "size": size, "direction": direction}
+
+
+def test_caption_parser_reads_every_template_and_combination():
+    for template, (shape, colour, size, direction) in itertools.product(CAPTION_TEMPLATES, COMBINATIONS):
+        towards = TOWARDS[direction]
+        caption = template.format(shape=shape, colour=colour, size=size, direction=direction, towards=towards)
+        size_named = size if "{size}" in template else None
+        wanted = {"colour": colour, "shape": shape, "size": size_named, "direction": direction}
+        assert attributes_from_caption(caption) == wanted, caption
+
+
+def test_caption_with_two_colours_is_an_error():
+    with pytest.raises(ValueError, match="colours"):
+        attributes_from_caption("a red blue circle moves left")
+
+
+# --- Fréchet distance ------------------------------------------------------------------------------
+
+
+def test_frechet_is_zero_for_identical_sets_and_symmetric():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 6)), rng.normal(size=(150, 6)) * 1.5 + 0.3
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
+    assert frechet_distance(a, b) > 1.0
+
+
+def test_frechet_of_a_shifted_set_is_the_squared_shift():
+    a = np.random.default_rng(0).normal(size=(100, 4))
+    shift = np.array([1.0, -2.0, 0.0, 0.5])
+    assert frechet_distance(a, a + shift) == pytest.approx(shift @ shift, rel=1e-9)  # 5.25
+
+
+def test_frechet_matches_the_one_dimensional_formula():
+    # Means 1 and 5, sample variances 2 and 4: d = (1-5)² + (√2 - √4)² = 22 - 4√2.
+    real, gen = np.array([[0.0], [2.0]]), np.array([[3.0], [5.0], [7.0]])
+    assert frechet_distance(real, gen) == pytest.approx(22 - 4 * np.sqrt(2), rel=1e-12)
+
+
+def test_frechet_handles_singular_covariances_and_rejects_bad_input():
+    rng = np.random.default_rng(0)
+    few = rng.normal(size=(5, 21))  # fewer samples than dimensions
+    assert np.isfinite(frechet_distance(few, rng.normal(size=(7, 21))))
+    with pytest.raises(ValueError, match="feature sizes differ"):
+        frechet_distance(few, rng.normal(size=(7, 3)))
+    with pytest.raises(ValueError, match="N >= 2"):
+        frechet_distance(few[:1], few)
+
+
+def test_frechet_video_distance_ranks_broken_clips_furthest():
+    real, _ = every_clip(8, 32, 32, seed=0)
+    other_real, _ = every_clip(8, 32, 32, seed=1)
+    assert frechet_video_distance(real, real) == pytest.approx(0.0, abs=1e-9)
+    rng = np.random.default_rng(0)
+    candidates = {
+        "fresh": other_real,
+        "noisy": [degrade(video, rng) for video in other_real],
+        "20 blank": [np.zeros_like(video) for video in other_real[:20]] + other_real[20:],
+    }
+    real_features = np.stack([attribute_features(video) for video in real])
+    scores = [
+        frechet_distance(real_features, np.stack([attribute_features(video) for video in videos]))
+        for videos in candidates.values()
+    ]
+    assert scores == sorted(scores), dict(zip(candidates, scores, strict=True))
+
+
+# --- PSNR / SSIM -----------------------------------------------------------------------------------
+
+
+def test_psnr_known_values():
+    a = np.full((2, 16, 16, 3), 100, np.uint8)
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, a + 10) == pytest.approx(10 * np.log10(255**2 / 100))  # MSE 100: 28.13 dB
+
+
+def test_ssim_known_values():
+    a = np.full((2, 16, 16, 3), 100, np.uint8)
+    b = np.full_like(a, 110)
+    # Flat frames have no variance, so SSIM is the luminance term alone.
+    c1 = (0.01 * 255) ** 2
+    assert ssim(a, b) == pytest.approx((2 * 100 * 110 + c1) / (100**2 + 110**2 + c1), rel=1e-9)
+    config = SyntheticConfig(n_frames=8, height=32, width=32)
+    clip = render_clip("circle", "red", "large", "up", config, np.random.default_rng(0))
+    assert ssim(clip, clip) == pytest.approx(1.0, abs=1e-12)
+    rng = np.random.default_rng(0)
+    assert 0.0 < ssim(clip, degrade(clip, rng)) < 0.9
+
+
+def test_image_quality_rejects_mismatched_videos():
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr(np.zeros((2, 16, 16, 3), np.uint8), np.zeros((2, 16, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="larger than 11"):
+        ssim(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3), np.uint8))
+
+
+# --- pictures --------------------------------------------------------------------------------------
+
+
+def test_contact_sheet_size_and_pixels():
+    videos, expected = every_clip(8, 32, 32)
+    sheet = contact_sheet(videos[:3], [str(e) for e in expected[:3]], frames_per_row=8)
+    # 32 px frames scale ×3 to 96 px; each row has a caption band on top; gaps between frames and rows.
+    assert sheet.size == (8 * 96 + 7 * FRAME_GAP, 3 * (CAPTION_HEIGHT + 96) + 2 * FRAME_GAP)
+    pixels = np.asarray(sheet)
+    first_frame_scaled = videos[0][0].repeat(3, axis=0).repeat(3, axis=1)
+    np.testing.assert_array_equal(pixels[CAPTION_HEIGHT : CAPTION_HEIGHT + 96, :96], first_frame_scaled)
+    last_frame_scaled = videos[0][-1].repeat(3, axis=0).repeat(3, axis=1)
+    np.testing.assert_array_equal(pixels[CAPTION_HEIGHT : CAPTION_HEIGHT + 96, -96:], last_frame_scaled)
+    assert pixels[:CAPTION_HEIGHT].max() > 200  # caption text was drawn
+
+    uncaptioned = contact_sheet([np.zeros((16, 64, 64, 3), np.uint8)] * 2, None, frames_per_row=4)
+    assert uncaptioned.size == (4 * 128 + 3 * FRAME_GAP, 2 * 128 + FRAME_GAP)
+
+
+def test_gif_and_data_uri(tmp_path):
+    videos, _ = every_clip(8, 32, 32)
+    path = save_gif(videos[0], tmp_path / "clip.gif", fps=8)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 8 and gif.size == (96, 96)
+    uri = png_data_uri(contact_sheet(videos[:2], None), max_width=300)
+    assert uri.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as png:
+        assert png.format == "PNG" and png.width == 300
