@@ -1,0 +1,1 @@
+"""MLflow: where runs are tracked, how Dagster runs nest, and the registry's champion/challenger aliases."""

@@ -1,0 +1,89 @@
+"""The tracking store: an embedded SQLite file by default, any MLflow server by URI.
+
+Every Dagster run gets one parent MLflow run; each asset materialization inside it gets a nested
+child run, so the MLflow UI groups a pipeline run the way the Dagster UI does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+EXPERIMENT_NAME = "videodit"
+PARENT_RUN_TAG = "dagster.run_id"
+ROLE_TAG = "videodit.role"
+HEALTH_TIMEOUT_S = 3.0
+
+
+class TrackingStoreUnavailable(Exception):
+    """The tracking store named by a URI cannot be reached; the message names the URI."""
+
+
+def default_tracking_uri(project_dir: Path) -> str:
+    return f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
+
+
+def check_tracking_store(uri: str) -> None:
+    """Fail fast with a readable error instead of MLflow's retries and stack traces."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        raise TrackingStoreUnavailable(
+            f"MLflow tracking server {uri} is not reachable ({reason}); start it or point MLFLOW_TRACKING_URI elsewhere"
+        )
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise TrackingStoreUnavailable(f"MLflow tracking store {uri}: folder {folder} does not exist")
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    """The experiment's id, created with its artifacts under `artifact_root` (a local store) when new."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = (Path(artifact_root) / name).resolve().as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def parent_run_id(client: MlflowClient, experiment_id: str, dagster_run_id: str, tags: dict[str, str]) -> str:
+    """The MLflow run standing for one Dagster run, created by the first asset that asks."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_RUN_TAG}` = '{dagster_run_id}' and tags.`{ROLE_TAG}` = 'pipeline'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"dagster-{dagster_run_id[:8]}",
+        tags={**tags, PARENT_RUN_TAG: dagster_run_id, ROLE_TAG: "pipeline"},
+    )
+    return run.info.run_id
+
+
+def child_run_id(client: MlflowClient, experiment_id: str, parent_id: str, asset: str, tags: dict[str, str]) -> str:
+    run = client.create_run(
+        experiment_id,
+        run_name=asset,
+        tags={**tags, "mlflow.parentRunId": parent_id, ROLE_TAG: "asset", "dagster.asset_key": asset},
+    )
+    return run.info.run_id
+
+
+def git_commit(project_dir: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
