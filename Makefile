@@ -43,7 +43,7 @@ test: install
 	$(BIN)/python -m pytest
 
 dev: install
-	$(DAGSTER) dev $(DEFS) -h 127.0.0.1 -p 3000
+	$(DAGSTER) dev -h 127.0.0.1 -p 3000  # reads [tool.dagster] in pyproject.toml: code location "videodit"
 
 # make ingest SOURCE=/path/to/videos [CAPTIONS=/path/to/captions.csv]
 ingest: install
