@@ -1,13 +1,30 @@
-"""Resources injected into the assets: where the project lives, and DVC."""
+"""Resources injected into the assets: where the project lives, DVC and MLflow."""
 
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import ConfigurableResource
+import mlflow
+import pandas as pd
+import yaml
+from dagster import AssetExecutionContext, ConfigurableResource
+from mlflow import MlflowClient
 
 from videodit.data.versioning import DataSnapshot, version_data
-from videodit.presets import DataPreset, data_preset
+from videodit.evaluation.model_report import EvaluationConfig
+from videodit.presets import DataPreset, data_preset, evaluation_preset
+from videodit.training.config import Preset, model_preset
+from videodit.tracking.mlflow_store import (
+    EXPERIMENT_NAME,
+    check_tracking_store,
+    child_run_id,
+    default_tracking_uri,
+    ensure_experiment,
+    git_commit,
+    parent_run_id,
+)
 
 DEFAULT_DVC_REMOTE = "~/.cache/videodit/dvc-remote"
 
@@ -38,6 +55,12 @@ class Workspace(ConfigurableResource):
     def data(self) -> DataPreset:
         return data_preset(self.preset)
 
+    def models(self) -> Preset:
+        return model_preset(self.preset)
+
+    def evaluation(self) -> EvaluationConfig:
+        return evaluation_preset(self.preset)
+
 
 class DVCResource(ConfigurableResource):
     """Versions `data/` with DVC and pushes it to `remote_url` (a folder, or s3://, gs://, ... URL)."""
@@ -47,3 +70,56 @@ class DVCResource(ConfigurableResource):
     def version(self, project_dir: Path, data_rel: str = "data") -> DataSnapshot:
         remote = self.remote_url if "://" in self.remote_url else str(Path(self.remote_url).expanduser())
         return version_data(project_dir, data_rel, remote)
+
+
+class TrackedRun:
+    """One MLflow child run for one asset materialization, plus the client and URI to use with it."""
+
+    def __init__(self, client: MlflowClient, run_id: str, tracking_uri: str):
+        self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
+
+    def log_params(self, params: dict) -> None:
+        flat = pd.json_normalize(params, sep=".").iloc[0].to_dict() if params else {}
+        for key, value in flat.items():
+            self.client.log_param(self.run_id, key, str(value)[:6000])
+
+
+class MLflowTracking(ConfigurableResource):
+    """MLflow tracking and registry: `sqlite:///<project>/mlflow.db` by default, any server by URI."""
+
+    tracking_uri: str = os.environ.get("MLFLOW_TRACKING_URI", "")
+    experiment_name: str = EXPERIMENT_NAME
+
+    def uri(self, workspace: Workspace) -> str:
+        return self.tracking_uri or default_tracking_uri(workspace.root)
+
+    def client(self, workspace: Workspace) -> MlflowClient:
+        uri = self.uri(workspace)
+        check_tracking_store(uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        return MlflowClient(uri)
+
+    @contextmanager
+    def asset_run(self, context: AssetExecutionContext, workspace: Workspace) -> Iterator[TrackedRun]:
+        """A child run under this Dagster run's parent run, tagged with run id, asset, data version and commit."""
+        client = self.client(workspace)
+        artifact_root = workspace.root / "mlartifacts" if not self.tracking_uri else None
+        experiment = ensure_experiment(client, self.experiment_name, artifact_root)
+        dvc_file = workspace.root / "data.dvc"
+        tags = {
+            "dagster.run_id": context.run_id,
+            "dvc.data_version": yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] if dvc_file.is_file() else "none",
+            "git.commit": git_commit(workspace.root),
+            "videodit.preset": workspace.preset,
+        }
+        parent = parent_run_id(client, experiment, context.run_id, tags)
+        asset = context.asset_key.to_user_string()
+        run_id = child_run_id(client, experiment, parent, asset, tags)
+        context.log.info(f"MLflow run {run_id} (parent {parent}) at {self.uri(workspace)}")
+        try:
+            # The fluent run ends FAILED on an exception; system metrics (CPU, memory, GPU) are sampled meanwhile.
+            with mlflow.start_run(run_id=run_id, log_system_metrics=True):
+                yield TrackedRun(client, run_id, self.uri(workspace))
+        finally:
+            client.set_terminated(parent, "FINISHED")

@@ -1,0 +1,90 @@
+"""Seconds per video: onnxruntime (the exported bundle) against PyTorch, same sampler, steps, seeds and batch.
+
+    python bench/generate.py [--preset demo] [--steps 10] [--batch 2] [--repeats 3]
+
+Models are random-init at the preset's sizes (speed does not depend on the weights). PyTorch runs eager fp32,
+eager under bf16 autocast and torch.compile'd; each is timed after one warm-up call, best of --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+from videodit.export import export_bundle, torch_generate
+from videodit.generation import OnnxVideoGenerator
+from videodit.models import MiniLMTextEncoder, SpacetimeDiT, VideoVAE
+from videodit.training.config import model_preset
+
+PROMPTS = ["a red circle moves left", "a large blue square moves up", "a small green triangle moves down"]
+WEIGHT_STD = 0.02  # adaLN-Zero would otherwise make the DiT output zeros, which some kernels shortcut
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: session/kernel initialisation and compilation are not per-video costs
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - start)
+    return min(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    preset = model_preset(args.preset)
+    torch.manual_seed(0)
+    vae, dit = VideoVAE(preset.vae).eval(), SpacetimeDiT(preset.dit).eval()
+    with torch.no_grad():
+        for parameter in dit.parameters():
+            parameter.normal_(0.0, WEIGHT_STD)
+    text_encoder = MiniLMTextEncoder()
+    prompts = (PROMPTS * args.batch)[: args.batch]
+    seeds = list(range(args.batch))
+    size = {"frames": preset.frames, "height": preset.height, "width": preset.width}
+    guidance = preset.dit_train.guidance_scale
+
+    bundle = export_bundle(vae, dit, text_encoder, tempfile.mkdtemp(prefix="videodit-bench-"),
+                           {"steps": args.steps, "guidance": guidance, "fps": preset.fps, **size}, {})  # fmt: skip
+    generator = OnnxVideoGenerator(bundle)
+
+    def torch_run(model: torch.nn.Module) -> Callable[[], object]:
+        return lambda: torch_generate(vae, model, text_encoder, prompts, seeds, args.steps, guidance, **size)
+
+    def bf16_run() -> object:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return torch_generate(vae, dit, text_encoder, prompts, seeds, args.steps, guidance, **size)
+
+    runs: dict[str, Callable[[], object]] = {
+        "onnxruntime (CPU EP)": lambda: generator.generate(prompts, seeds, args.steps, guidance),
+        "torch eager fp32": torch_run(dit),
+        "torch eager bf16 autocast": bf16_run,
+        "torch.compile fp32": torch_run(torch.compile(dit, dynamic=False)),
+    }
+    seconds = {}
+    for name, run in runs.items():
+        try:
+            seconds[name] = best_seconds(run, args.repeats) / args.batch
+        except Exception as exc:  # a torch mode this CPU or build cannot run is reported, not fatal
+            print(f"{name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+
+    onnx_seconds = seconds["onnxruntime (CPU EP)"]
+    print(f"\npreset {args.preset}: {preset.frames} frames {preset.width}x{preset.height}, {args.steps} steps, "
+          f"CFG {guidance}, batch {args.batch}, torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(f"{'runtime':<28}{'s / video':>10}{'onnxruntime speed-up':>22}")
+    for name, value in seconds.items():
+        print(f"{name:<28}{value:>10.3f}{value / onnx_seconds:>21.2f}x")
+
+
+if __name__ == "__main__":
+    main()

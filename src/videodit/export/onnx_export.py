@@ -1,0 +1,347 @@
+"""Export the trained models to an ONNX bundle, and prove the bundle computes what PyTorch computes.
+
+`export_bundle` writes the folder `videodit.generation.OnnxVideoGenerator` reads (see that module for the
+layout). The DiT is exported as one classifier-free-guided Euler step, so a generator calls one graph per
+step and can keep the latents on its device between steps.
+
+`graph_parity` compares each graph with its PyTorch module; `end_to_end_parity` runs the same prompts, seeds
+and steps through `sample_euler` in PyTorch and through the bundle in onnxruntime and returns the PSNR.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import onnxscript
+import torch
+from torch import nn
+from torch.export import Dim
+
+from videodit.evaluation.image_quality import psnr
+from videodit.generation.onnx_generator import (
+    BUNDLE_FORMAT_VERSION,
+    BUNDLE_JSON,
+    DIT_ONNX,
+    TEXT_ENCODER_ONNX,
+    TOKENIZER_DIR,
+    VAE_DECODER_ONNX,
+    BundleSpec,
+    OnnxVideoGenerator,
+    initial_noise,
+    to_uint8_videos,
+)
+from videodit.models.dit import SpacetimeDiT
+from videodit.models.rectified_flow import sample_euler
+from videodit.models.text_encoder import MiniLMTextEncoder
+from videodit.models.vae import VideoVAE
+
+OPSET = 18
+# Dynamic graphs accept latents up to this many times the training latent frames, height and width.
+MAX_SIZE_FACTOR = 4
+MAX_BATCH = 256
+# The VAE's Upsample branches on `frames > 1` and repeats frames 1..t-1, which torch.export cannot keep
+# symbolic down to a single repeated frame: dynamic graphs take three or more latent frames.
+MIN_LATENT_FRAMES = 3
+SAMPLER_KEYS = ("steps", "guidance", "fps", "frames", "height", "width")
+PARITY_SEED = 0
+PARITY_BATCH = 2
+
+
+class TextEncoderGraph(nn.Module):
+    """MiniLM's token embeddings for (input_ids, attention_mask), as `MiniLMTextEncoder.encode` returns them."""
+
+    def __init__(self, text_encoder: MiniLMTextEncoder):
+        super().__init__()
+        self.model = text_encoder.model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        token_type_ids = torch.zeros_like(input_ids)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0].float()
+
+
+class GuidedEulerStep(nn.Module):
+    """One iteration of `sample_euler`'s loop: the CFG-batched DiT call, the guidance mix and the Euler update."""
+
+    def __init__(self, dit: SpacetimeDiT):
+        super().__init__()
+        self.dit = dit
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        t_next: torch.Tensor,
+        guidance: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        null_text: torch.Tensor,
+        null_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        b = latents.shape[0]
+        x_in = torch.cat([latents, latents])
+        text_in = torch.cat([text, null_text.expand(b, -1, -1)])
+        mask_in = torch.cat([text_mask, null_mask.expand(b, -1)])
+        velocity = self.dit(x_in, t.expand(2 * b), text_in, mask_in).float()
+        # Slices, not chunk(2): chunk's ceil-division guard would pin the batch size during export.
+        cond, uncond = velocity[:b], velocity[b:]
+        return latents + (t_next - t) * (uncond + guidance * (cond - uncond))
+
+
+class VAEDecoderGraph(nn.Module):
+    """The VAE decoder without the frame trim (the generator cuts the clip to the frames asked for), taking the
+    DiT's normalised latents: `latents / latent_scale + latent_shift` undoes the statistics of `encode_latents`."""
+
+    def __init__(self, vae: VideoVAE, latent_shift: float = 0.0, latent_scale: float = 1.0):
+        super().__init__()
+        self.decoder = vae.decoder
+        self.latent_shift, self.latent_scale = latent_shift, latent_scale
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latents / self.latent_scale + self.latent_shift)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, names: dict[str, list[str]], shapes: dict) -> None:
+    # torch.export first, on its own: torch.onnx.export would otherwise retry failures with looser strategies
+    # that silently pin dynamic sizes.
+    program = torch.export.export(module.eval(), args, dynamic_shapes=shapes, strict=False)
+    torch.onnx.export(
+        program, args, str(path), dynamo=True, opset_version=OPSET, input_names=names["inputs"],
+        output_names=names["outputs"], verbose=False,
+    )  # fmt: skip
+
+
+def _export_with_fallback(
+    module: nn.Module, args: tuple, path: Path, names: dict[str, list[str]], dynamic: dict, batch_only: dict
+) -> bool:
+    """Export with dynamic latent T/H/W; if torch.export cannot, at the example's T/H/W. True when dynamic."""
+    try:
+        _export(module, args, path, names, dynamic)
+        return True
+    except torch._dynamo.exc.UserError as exc:  # what torch.export raises for a size it cannot keep symbolic
+        warnings.warn(f"{path.name}: dynamic latent T/H/W failed, exporting at {tuple(args[0].shape)}: {exc}")
+        _export(module, args, path, names, batch_only)
+        return False
+
+
+def _size_limits(
+    vae: VideoVAE, dit: SpacetimeDiT, frames: int, height: int, width: int, dynamic: bool
+) -> dict[str, dict[str, int]]:
+    s, r = vae.config.spatial_compression, vae.config.temporal_compression
+    pt, ph, pw = dit.config.patch_size
+    if not dynamic:
+        return {name: {"minimum": v, "maximum": v, "multiple": v} for name, v in
+                (("frames", frames), ("height", height), ("width", width))}  # fmt: skip
+    # Fewest frames whose latent length reaches MIN_LATENT_FRAMES, and the frames of the longest latent allowed.
+    fewest, most = 2 + r * (MIN_LATENT_FRAMES - 2), 1 + r * (MAX_SIZE_FACTOR * vae.latent_frames(frames) - 1)
+    # With a temporal patch > 1 only some latent lengths fit the DiT; keep the training length then.
+    lengths = (fewest, most) if pt == 1 else (frames, frames)
+    frame_range = {"minimum": lengths[0], "maximum": lengths[1], "multiple": 1}
+    return {
+        "frames": frame_range,
+        "height": {"minimum": s * ph, "maximum": MAX_SIZE_FACTOR * height, "multiple": s * ph},
+        "width": {"minimum": s * pw, "maximum": MAX_SIZE_FACTOR * width, "multiple": s * pw},
+    }
+
+
+def export_bundle(
+    vae: VideoVAE,
+    dit: SpacetimeDiT,
+    text_encoder: MiniLMTextEncoder,
+    out_dir: Path | str,
+    sampler_defaults: dict,
+    source_versions: dict,
+) -> Path:
+    """Write text_encoder.onnx, dit.onnx, vae_decoder.onnx, tokenizer/ and bundle.json into `out_dir`.
+
+    sampler_defaults: steps, guidance, fps, frames, height, width (the training clip) and optionally
+    latent_shift and latent_scale (the DiT's latent normalisation, undone inside vae_decoder.onnx).
+    source_versions: where the weights came from (e.g. MLflow model URIs and run ids), stored as given.
+    """
+    missing = [key for key in SAMPLER_KEYS if key not in sampler_defaults]
+    if missing:
+        raise ValueError(f"sampler_defaults lacks {', '.join(missing)} (needs {', '.join(SAMPLER_KEYS)})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames, height, width = (sampler_defaults[k] for k in ("frames", "height", "width"))
+    latent_shift = float(sampler_defaults.get("latent_shift", 0.0))
+    latent_scale = float(sampler_defaults.get("latent_scale", 1.0))
+    latent_shape = vae.latent_shape(frames, height, width)
+    channels, latent_t, latent_h, latent_w = latent_shape
+    pt, ph, pw = dit.config.patch_size
+    max_tokens, text_dim = text_encoder.max_tokens, text_encoder.dim
+
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    ids = torch.full((PARITY_BATCH, max_tokens), text_encoder.tokenizer.pad_token_id, dtype=torch.int64)
+    _export(
+        TextEncoderGraph(text_encoder), (ids, torch.ones_like(ids)), out / TEXT_ENCODER_ONNX,
+        {"inputs": ["input_ids", "attention_mask"], "outputs": ["tokens"]},
+        {"input_ids": {0: batch}, "attention_mask": {0: batch}},
+    )  # fmt: skip
+
+    # Latent sizes as multiples of the patch, so dynamo can prove the DiT's patchify divides evenly.
+    t_dim = pt * Dim("latent_t_patches", min=MIN_LATENT_FRAMES, max=MAX_SIZE_FACTOR * latent_t // pt)
+    h_dim = ph * Dim("latent_h_patches", min=1, max=MAX_SIZE_FACTOR * latent_h // ph)
+    w_dim = pw * Dim("latent_w_patches", min=1, max=MAX_SIZE_FACTOR * latent_w // pw)
+    latents = torch.randn(PARITY_BATCH, *latent_shape)
+    text = torch.randn(PARITY_BATCH, max_tokens, text_dim)
+    mask = torch.ones(PARITY_BATCH, max_tokens, dtype=torch.bool)
+    # Distinct tensors for the scalars: torch.export would merge one tensor passed three times into one input.
+    t, t_next, guidance = torch.tensor(1.0), torch.tensor(0.75), torch.tensor(4.0)
+    step_args = (latents, t, t_next, guidance, text, mask, text[:1].clone(), mask[:1].clone())
+    step_names = {
+        "inputs": ["latents", "t", "t_next", "guidance", "text", "text_mask", "null_text", "null_mask"],
+        "outputs": ["next_latents"],
+    }
+    fixed = {"t": None, "t_next": None, "guidance": None, "text": {0: batch}, "text_mask": {0: batch},
+             "null_text": None, "null_mask": None}  # fmt: skip
+    dit_dynamic = _export_with_fallback(
+        GuidedEulerStep(dit), step_args, out / DIT_ONNX, step_names,
+        {"latents": {0: batch, 2: t_dim, 3: h_dim, 4: w_dim}, **fixed}, {"latents": {0: batch}, **fixed},
+    )  # fmt: skip
+    vae_dynamic = _export_with_fallback(
+        VAEDecoderGraph(vae, latent_shift, latent_scale), (latents,), out / VAE_DECODER_ONNX, {"inputs": ["latents"], "outputs": ["video"]},
+        {"latents": {0: batch, 2: t_dim, 3: h_dim, 4: w_dim}}, {"latents": {0: batch}},
+    )  # fmt: skip
+    dynamic = dit_dynamic and vae_dynamic
+
+    tokenizer_dir = out / TOKENIZER_DIR
+    shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    text_encoder.tokenizer.save_pretrained(tokenizer_dir)
+    spec = {
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "sampler": {
+            **{key: sampler_defaults[key] for key in SAMPLER_KEYS},
+            "latent_shape": list(latent_shape),
+            "latent_shift": latent_shift,
+            "latent_scale": latent_scale,
+            "max_tokens": max_tokens,
+            "pad_token_id": text_encoder.tokenizer.pad_token_id,
+        },
+        "geometry": {
+            "latent_channels": channels,
+            "spatial_compression": vae.config.spatial_compression,
+            "temporal_compression": vae.config.temporal_compression,
+            "patch_size": list(dit.config.patch_size),
+            "text_dim": text_dim,
+        },
+        "limits": {"dynamic_latent_thw": dynamic, **_size_limits(vae, dit, frames, height, width, dynamic)},
+        "graphs": {
+            TEXT_ENCODER_ONNX: "input_ids, attention_mask int64 [B, max_tokens] -> tokens float32 [B, max_tokens, D]",
+            DIT_ONNX: "one CFG Euler step: latents [B, C, t, h, w], t, t_next, guidance scalars, text [B, L, D], "
+            "text_mask bool [B, L], null_text [1, L, D], null_mask [1, L] -> next_latents",
+            VAE_DECODER_ONNX: "latents [B, C, t, h, w] -> video [B, 3, 1 + r(t - 1), H, W] in [-1, 1]",
+        },
+        "source_versions": source_versions,
+        "opset": OPSET,
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxscript": onnxscript.__version__,
+            "onnxruntime": ort.__version__,
+        },
+    }
+    (out / BUNDLE_JSON).write_text(json.dumps(spec, indent=2) + "\n")
+    return out
+
+
+@torch.no_grad()
+def torch_generate(
+    vae: VideoVAE,
+    dit: nn.Module,
+    text_encoder: MiniLMTextEncoder,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int,
+    guidance: float,
+    frames: int,
+    height: int,
+    width: int,
+    latent_shift: float = 0.0,
+    latent_scale: float = 1.0,
+) -> list[np.ndarray]:
+    """The PyTorch reference of `OnnxVideoGenerator.generate`: sample_euler from the same numpy noise."""
+    noise = torch.from_numpy(initial_noise(seeds, vae.latent_shape(frames, height, width)))
+    text, text_mask = text_encoder.encode(prompts)
+    null_text, null_mask = text_encoder.encode([""])
+    latents = sample_euler(dit, noise, text, text_mask, null_text, null_mask, steps, guidance)
+    video = vae.decode(latents.float() / latent_scale + latent_shift, num_frames=frames)
+    return to_uint8_videos(video.float().numpy())
+
+
+def _max_abs_diff(session: ort.InferenceSession, module: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    with torch.no_grad():
+        expected = module.eval()(*inputs.values()).numpy()
+    (actual,) = session.run(None, {name: value.numpy() for name, value in inputs.items()})
+    return float(np.abs(actual - expected).max())
+
+
+def graph_parity(
+    bundle_dir: Path | str,
+    vae: VideoVAE,
+    dit: SpacetimeDiT,
+    text_encoder: MiniLMTextEncoder,
+    real_prompts: list[str] | None = None,
+    real_latents: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Max abs difference of each graph against its PyTorch module: {"text_encoder/random": 3e-6, "dit/real": ...}.
+
+    Random inputs are seeded, at the bundle's training latent shape. real_prompts (captions) and real_latents
+    ([B, C, t, h, w], e.g. VAE means of real clips, one per prompt) add "/real" entries when given.
+    """
+    spec = BundleSpec.load(bundle_dir)
+    sessions = {name: ort.InferenceSession(str(spec.root / name), providers=["CPUExecutionProvider"])
+                for name in (TEXT_ENCODER_ONNX, DIT_ONNX, VAE_DECODER_ONNX)}  # fmt: skip
+    generator = torch.Generator().manual_seed(PARITY_SEED)
+    vocab_size = text_encoder.model.config.vocab_size
+    ids = torch.randint(0, vocab_size, (PARITY_BATCH, spec.max_tokens), generator=generator)
+    lengths = torch.randint(1, spec.max_tokens + 1, (PARITY_BATCH, 1), generator=generator)
+    random_text = {"input_ids": ids, "attention_mask": (torch.arange(spec.max_tokens) < lengths).long()}
+    latent_shape = spec.latent_shape(spec.frames, spec.height, spec.width)
+    inputs = {"random": (random_text, torch.randn(PARITY_BATCH, *latent_shape, generator=generator))}
+    if real_prompts is not None and real_latents is not None:
+        batch = text_encoder.tokenizer(real_prompts, padding="max_length", truncation=True,
+                                       max_length=spec.max_tokens, return_tensors="pt")  # fmt: skip
+        real_text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        inputs["real"] = (real_text, torch.from_numpy(real_latents).float())
+
+    decoder = VAEDecoderGraph(vae, spec.latent_shift, spec.latent_scale)
+    step, encoder = GuidedEulerStep(dit), TextEncoderGraph(text_encoder)
+    diffs: dict[str, float] = {}
+    for kind, (token_inputs, latents) in inputs.items():
+        diffs[f"text_encoder/{kind}"] = _max_abs_diff(sessions[TEXT_ENCODER_ONNX], encoder, token_inputs)
+        with torch.no_grad():
+            text = encoder(**token_inputs)
+        mask = token_inputs["attention_mask"].bool()
+        step_inputs = {
+            "latents": latents, "t": torch.tensor(0.75), "t_next": torch.tensor(0.5), "guidance": torch.tensor(4.0),
+            "text": text, "text_mask": mask, "null_text": text[:1], "null_mask": mask[:1],
+        }  # fmt: skip
+        diffs[f"dit/{kind}"] = _max_abs_diff(sessions[DIT_ONNX], step, step_inputs)
+        diffs[f"vae_decoder/{kind}"] = _max_abs_diff(sessions[VAE_DECODER_ONNX], decoder, {"latents": latents})
+    return diffs
+
+
+def end_to_end_parity(
+    bundle_dir: Path | str,
+    vae: VideoVAE,
+    dit: SpacetimeDiT,
+    text_encoder: MiniLMTextEncoder,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int,
+    guidance: float | None = None,
+) -> list[float]:
+    """PSNR in dB, per prompt, between the PyTorch and the onnxruntime video at the bundle's clip size."""
+    generator = OnnxVideoGenerator(bundle_dir, providers=["CPUExecutionProvider"])
+    spec = generator.spec
+    guidance = spec.guidance if guidance is None else guidance
+    onnx_videos = generator.generate(prompts, seeds, steps, guidance)
+    torch_videos = torch_generate(vae, dit, text_encoder, prompts, seeds, steps, guidance,
+                                  spec.frames, spec.height, spec.width, spec.latent_shift, spec.latent_scale)  # fmt: skip
+    return [psnr(a, b) for a, b in zip(torch_videos, onnx_videos)]

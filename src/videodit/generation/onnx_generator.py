@@ -1,0 +1,273 @@
+"""Text-to-video with the exported ONNX bundle: numpy, onnxruntime and tokenizers only, no torch.
+
+The bundle (written by `videodit.export.export_bundle`) holds three graphs and a tokenizer:
+  text_encoder.onnx  token ids [B, L] + attention mask -> caption tokens [B, L, D]
+  dit.onnx           one classifier-free-guided Euler step of the rectified-flow sampler (DiT inside)
+  vae_decoder.onnx   latents [B, C, t, h, w] -> video [B, 3, 1 + r(t-1), H, W] in [-1, 1]
+and bundle.json with the sampler defaults and the sizes the graphs accept.
+
+The sampler is `videodit.models.rectified_flow.sample_euler` step for step: the same float32 timestep
+schedule, conditional and unconditional passes in one batch, noise drawn per prompt from
+`numpy.random.default_rng(seed)`, so the torch path given the same noise yields the same video.
+
+Between steps the latents stay where the DiT runs: every step goes through an onnxruntime IO binding
+whose output OrtValue is bound as the next step's input. On CPU that is plain memory (and tested);
+on CUDA it keeps the latents on the GPU, with only the step's scalars copied in. The CUDA branch
+cannot be exercised on the CPU-only test machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+BUNDLE_JSON = "bundle.json"
+TEXT_ENCODER_ONNX = "text_encoder.onnx"
+DIT_ONNX = "dit.onnx"
+VAE_DECODER_ONNX = "vae_decoder.onnx"
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_JSON = "tokenizer.json"
+BUNDLE_FORMAT_VERSION = 1
+
+# Prompts per DiT batch (each runs twice: conditional and unconditional); bounds memory for long prompt files.
+MAX_BATCH = 8
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class SizeRange:
+    """Values from `minimum` to `maximum` in steps of `multiple` (one value when the graph is static)."""
+
+    minimum: int
+    maximum: int
+    multiple: int
+
+    def allows(self, value: int) -> bool:
+        return self.minimum <= value <= self.maximum and value % self.multiple == 0
+
+    def describe(self) -> str:
+        if self.minimum == self.maximum:
+            return f"{self.minimum} (this bundle was exported at a fixed size)"
+        if self.multiple == 1:
+            return f"a value from {self.minimum} to {self.maximum}"
+        return f"a multiple of {self.multiple} from {self.minimum} to {self.maximum}"
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """What bundle.json says: sampler defaults, model geometry and the sizes the graphs accept."""
+
+    root: Path
+    steps: int
+    guidance: float
+    fps: int
+    frames: int
+    height: int
+    width: int
+    latent_shift: float  # informative: vae_decoder.onnx applies the normalisation itself
+    latent_scale: float
+    max_tokens: int
+    pad_token_id: int
+    latent_channels: int
+    spatial_compression: int
+    temporal_compression: int
+    frame_range: SizeRange
+    height_range: SizeRange
+    width_range: SizeRange
+    source_versions: dict
+
+    @classmethod
+    def load(cls, bundle_dir: Path | str) -> BundleSpec:
+        root = Path(bundle_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"model bundle folder not found: {root}")
+        spec_path = root / BUNDLE_JSON
+        if not spec_path.is_file():
+            raise FileNotFoundError(f"{spec_path} is missing: {root} is not an exported videodit bundle")
+        raw = json.loads(spec_path.read_text())
+        if raw.get("format_version") != BUNDLE_FORMAT_VERSION:
+            found = raw.get("format_version")
+            raise ValueError(f"{spec_path}: format_version {found!r}, expected {BUNDLE_FORMAT_VERSION}")
+        for name in (TEXT_ENCODER_ONNX, DIT_ONNX, VAE_DECODER_ONNX, f"{TOKENIZER_DIR}/{TOKENIZER_JSON}"):
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"{root / name} is missing from the bundle")
+        sampler, geometry, limits = raw["sampler"], raw["geometry"], raw["limits"]
+        return cls(
+            root=root,
+            steps=sampler["steps"],
+            guidance=sampler["guidance"],
+            fps=sampler["fps"],
+            frames=sampler["frames"],
+            height=sampler["height"],
+            width=sampler["width"],
+            latent_shift=sampler["latent_shift"],
+            latent_scale=sampler["latent_scale"],
+            max_tokens=sampler["max_tokens"],
+            pad_token_id=sampler["pad_token_id"],
+            latent_channels=geometry["latent_channels"],
+            spatial_compression=geometry["spatial_compression"],
+            temporal_compression=geometry["temporal_compression"],
+            frame_range=SizeRange(**limits["frames"]),
+            height_range=SizeRange(**limits["height"]),
+            width_range=SizeRange(**limits["width"]),
+            source_versions=raw["source_versions"],
+        )
+
+    def latent_frames(self, frames: int) -> int:
+        """The causal VAE's frame rule: 1 + r*k video frames <-> 1 + k latent frames, longer clips trimmed."""
+        return 1 + math.ceil((frames - 1) / self.temporal_compression)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        s = self.spatial_compression
+        return (self.latent_channels, self.latent_frames(frames), height // s, width // s)
+
+
+def euler_timesteps(steps: int) -> np.ndarray:
+    """torch.linspace(1, 0, steps + 1) in float32, bit for bit: a float32 step, the arithmetic in double,
+    the first half counted up from 1 and the second half down from 0, as ATen's CPU kernel does."""
+    n = steps + 1
+    step = np.float64(np.float32(-1.0) / np.float32(steps))
+    index = np.arange(n)
+    return np.where(index < n // 2, 1.0 + step * index, 0.0 - step * (n - 1 - index)).astype(np.float32)
+
+
+def initial_noise(seeds: list[int], latent_shape: tuple[int, ...]) -> np.ndarray:
+    """[B, *latent_shape] float32 noise, prompt i drawn from default_rng(seeds[i]) so batching never changes it."""
+    return np.stack([np.random.default_rng(seed).standard_normal(latent_shape, dtype=np.float32) for seed in seeds])
+
+
+def to_uint8_videos(video: np.ndarray) -> list[np.ndarray]:
+    """Decoder output [B, 3, T, H, W] in [-1, 1] -> one uint8 [T, H, W, 3] array per clip."""
+    pixels = np.round((np.clip(video, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    return list(np.ascontiguousarray(pixels.transpose(0, 2, 3, 4, 1)))
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime build has it, with CPU as the fallback for any op CUDA lacks."""
+    return [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
+
+
+class OnnxVideoGenerator:
+    """Generates uint8 videos [T, H, W, 3] from prompts with an exported bundle folder."""
+
+    def __init__(self, bundle_dir: Path | str, providers: list[str] | None = None):
+        self.spec = BundleSpec.load(bundle_dir)
+        self.providers = providers or default_providers()
+        root = self.spec.root
+        self.text_encoder = ort.InferenceSession(str(root / TEXT_ENCODER_ONNX), providers=self.providers)
+        self.dit = ort.InferenceSession(str(root / DIT_ONNX), providers=self.providers)
+        self.vae_decoder = ort.InferenceSession(str(root / VAE_DECODER_ONNX), providers=self.providers)
+        self.device = "cuda" if self.dit.get_providers()[0] == CUDA_PROVIDER else "cpu"
+        self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_DIR / TOKENIZER_JSON))
+        self.tokenizer.enable_truncation(self.spec.max_tokens)
+        self.tokenizer.enable_padding(length=self.spec.max_tokens, pad_id=self.spec.pad_token_id)
+
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int | None = None,
+        guidance: float | None = None,
+        frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> list[np.ndarray]:
+        """One clip per prompt; settings left as None take the bundle's defaults."""
+        spec = self.spec
+        steps = spec.steps if steps is None else steps
+        guidance = spec.guidance if guidance is None else guidance
+        frames = spec.frames if frames is None else frames
+        height = spec.height if height is None else height
+        width = spec.width if width is None else width
+        self.check_request(prompts, seeds, steps, guidance, frames, height, width)
+        videos: list[np.ndarray] = []
+        for start in range(0, len(prompts), MAX_BATCH):
+            chunk = slice(start, start + MAX_BATCH)
+            videos += self._generate_batch(prompts[chunk], seeds[chunk], steps, guidance, frames, height, width)
+        return videos
+
+    def check_request(
+        self, prompts: list[str], seeds: list[int], steps: int, guidance: float, frames: int, height: int, width: int
+    ) -> None:
+        """Raise ValueError naming the offending value and what is allowed."""
+        if isinstance(prompts, str) or not prompts:
+            raise ValueError("prompts must be a non-empty list of strings")
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+        for index, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                where = f" (prompt {index + 1} of {len(prompts)})" if len(prompts) > 1 else ""
+                raise ValueError(f"prompt is empty{where}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps={steps!r}: must be a whole number >= 1")
+        if not math.isfinite(guidance):
+            raise ValueError(f"guidance={guidance!r}: must be a finite number")
+        for name, value, allowed in (
+            ("frames", frames, self.spec.frame_range),
+            ("height", height, self.spec.height_range),
+            ("width", width, self.spec.width_range),
+        ):
+            if not allowed.allows(value):
+                raise ValueError(f"{name}={value} is not supported by this model: use {allowed.describe()}")
+
+    def encode_text(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Caption tokens [B, L, D] float32 and mask [B, L] bool; warns about prompts cut to max_tokens."""
+        encodings = self.tokenizer.encode_batch(prompts)
+        for prompt, encoding in zip(prompts, encodings):
+            if encoding.overflowing:
+                warnings.warn(
+                    f"prompt truncated to {self.spec.max_tokens} tokens: {prompt[:60]!r}...", UserWarning, stacklevel=3
+                )
+        input_ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        (tokens,) = self.text_encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+        return tokens.astype(np.float32), attention_mask.astype(bool)
+
+    def _generate_batch(
+        self, prompts: list[str], seeds: list[int], steps: int, guidance: float, frames: int, height: int, width: int
+    ) -> list[np.ndarray]:
+        # The empty caption rides along in the same text-encoder batch: it is the unconditional input of CFG.
+        tokens, mask = self.encode_text([*prompts, ""])
+        noise = initial_noise(seeds, self.spec.latent_shape(frames, height, width))
+        latents = self._denoise(noise, tokens[:-1], mask[:-1], tokens[-1:], mask[-1:], steps, guidance)
+        (video,) = self.vae_decoder.run(None, {"latents": latents})
+        return to_uint8_videos(video[:, :, :frames])
+
+    def _denoise(
+        self,
+        noise: np.ndarray,
+        text: np.ndarray,
+        text_mask: np.ndarray,
+        null_text: np.ndarray,
+        null_mask: np.ndarray,
+        steps: int,
+        guidance: float,
+    ) -> np.ndarray:
+        """Euler from t = 1 to t = 0, one dit.onnx call per step, the latents never leaving self.device."""
+        binding = self.dit.io_binding()
+        for name, value in (
+            ("guidance", np.array(guidance, np.float32)),
+            ("text", text),
+            ("text_mask", text_mask),
+            ("null_text", null_text),
+            ("null_mask", null_mask),
+        ):
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self.device, 0))
+        latents = ort.OrtValue.ortvalue_from_numpy(noise, self.device, 0)
+        timesteps = euler_timesteps(steps)
+        for t, t_next in zip(timesteps[:-1], timesteps[1:]):
+            binding.bind_ortvalue_input("latents", latents)
+            binding.bind_cpu_input("t", np.array(t, np.float32))
+            binding.bind_cpu_input("t_next", np.array(t_next, np.float32))
+            binding.bind_output("next_latents", self.device)
+            self.dit.run_with_iobinding(binding)
+            (latents,) = binding.get_outputs()
+        return latents.numpy()

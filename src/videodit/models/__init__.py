@@ -1,0 +1,18 @@
+"""The text-to-video model: frozen text encoder, causal video VAE, spacetime DiT and the rectified-flow objective."""
+
+from videodit.models.dit import SpacetimeDiT
+from videodit.models.rectified_flow import rectified_flow_loss, sample_euler, sample_timesteps
+from videodit.models.text_encoder import MiniLMTextEncoder, TextEncoder
+from videodit.models.vae import VideoVAE, psnr, ssim
+
+__all__ = [
+    "MiniLMTextEncoder",
+    "SpacetimeDiT",
+    "TextEncoder",
+    "VideoVAE",
+    "psnr",
+    "rectified_flow_loss",
+    "sample_euler",
+    "sample_timesteps",
+    "ssim",
+]

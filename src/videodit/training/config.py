@@ -1,0 +1,161 @@
+"""Typed configs of the models and their training runs, and the named presets `tiny`, `demo` and `base`.
+
+Every field is a plain JSON type, so `dataclasses.asdict(cfg)` goes straight to MLflow or a Dagster Config, and
+`Cls(**d)` rebuilds it (lists come back as tuples).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _power_of_two(name: str, value: int) -> None:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"{name}={value} must be a power of two")
+
+
+@dataclass
+class VAEConfig:
+    in_channels: int = 3
+    latent_channels: int = 4
+    # Width of each resolution level; there are log2(spatial_compression) + 1 levels.
+    channels: tuple[int, ...] = (64, 128, 256, 256)
+    blocks_per_level: int = 1
+    temporal_compression: int = 4
+    spatial_compression: int = 8
+
+    def __post_init__(self):
+        self.channels = tuple(self.channels)
+        _power_of_two("spatial_compression", self.spatial_compression)
+        _power_of_two("temporal_compression", self.temporal_compression)
+        n_levels = int(math.log2(self.spatial_compression)) + 1
+        if len(self.channels) != n_levels:
+            raise ValueError(
+                f"channels={self.channels} has {len(self.channels)} levels; "
+                f"spatial_compression={self.spatial_compression} needs {n_levels}"
+            )
+        if self.temporal_compression > self.spatial_compression:
+            raise ValueError("temporal_compression may not exceed spatial_compression (time is halved at a spatial level)")
+
+
+@dataclass
+class DiTConfig:
+    latent_channels: int = 4
+    hidden_size: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (time, height, width) over latents
+    mlp_ratio: float = 4.0
+    text_dim: int = 384
+    gradient_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
+
+    def __post_init__(self):
+        self.patch_size = tuple(self.patch_size)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+
+
+@dataclass
+class TrainConfig:
+    """What every training run shares."""
+
+    max_steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    # Joint image+video training: this fraction of batches holds single frames (T = 1) instead of clips.
+    image_fraction: float = 0.1
+    seed: int = 0
+    # "auto": bf16-mixed on CUDA; on CPU bf16-mixed only if cpu_bf16 and the CPU has native bf16 (AVX512-BF16/AMX),
+    # since on AVX2-only CPUs bf16 autocast is several times slower than fp32. Or any Lightning precision string.
+    precision: str = "auto"
+    cpu_bf16: bool = True
+    compile: bool = False
+    accelerator: str = "auto"
+    devices: int = 1
+    strategy: str = "auto"  # "auto", "ddp", "ddp_spawn" or "fsdp"
+    num_workers: int = 0
+    log_every_steps: int = 10
+    val_every_steps: int = 200
+    val_batches: int = 4
+    checkpoint_every_steps: int = 500
+
+
+@dataclass
+class VAETrainConfig(TrainConfig):
+    lr: float = 2e-4
+    kl_weight: float = 1e-4  # weight of the per-element KL against the per-pixel L1
+    clip_frames: int = 0  # train on random windows of this many frames; 0 = whole clips
+    crop_size: int = 0  # train on random square crops of this side; 0 = whole frames
+    cpu_bf16: bool = False  # bf16 conv3d has no fast CPU kernel
+
+
+@dataclass
+class DiTTrainConfig(TrainConfig):
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1  # captions replaced by "" so the model also learns the unconditional velocity
+    timestep_mean: float = 0.0  # logit-normal timestep sampling: t = sigmoid(N(mean, std))
+    timestep_std: float = 1.0
+    sample_steps: int = 25
+    guidance_scale: float = 4.0
+
+
+@dataclass
+class Preset:
+    """A model size with its clip geometry and both training runs."""
+
+    name: str
+    frames: int
+    height: int
+    width: int
+    fps: int
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    vae_train: VAETrainConfig = field(default_factory=VAETrainConfig)
+    dit_train: DiTTrainConfig = field(default_factory=DiTTrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preset:
+        nested = {f.name: f.default_factory for f in fields(cls) if callable(f.default_factory)}
+        return cls(**{k: nested[k](**v) if k in nested else v for k, v in d.items()})
+
+
+def model_preset(name: str) -> Preset:
+    """`tiny`: unit tests (seconds). `demo`: 2-core CPU, VAE+DiT in minutes on the shapes set. `base`: one GPU."""
+    if name == "tiny":
+        return Preset(
+            name="tiny", frames=8, height=32, width=32, fps=8,
+            vae=VAEConfig(channels=(8, 16, 16, 16)),
+            dit=DiTConfig(hidden_size=64, depth=2, num_heads=4, patch_size=(1, 1, 1)),
+            vae_train=VAETrainConfig(max_steps=20, batch_size=2, lr=2e-3, warmup_steps=2, clip_frames=5, crop_size=16,
+                                     val_every_steps=10, val_batches=1, checkpoint_every_steps=10),
+            dit_train=DiTTrainConfig(max_steps=20, batch_size=4, lr=1e-3, warmup_steps=2, val_every_steps=10,
+                                     val_batches=1, checkpoint_every_steps=10, ema_decay=0.9, sample_steps=4),
+        )  # fmt: skip
+    if name == "demo":
+        # Sized by measurement on a 2-core AVX2 CPU (fp32): VAE + latent cache + DiT in about 8 minutes.
+        return Preset(
+            name="demo", frames=16, height=64, width=64, fps=8,
+            vae=VAEConfig(channels=(8, 32, 64), spatial_compression=4),
+            dit=DiTConfig(hidden_size=128, depth=4, num_heads=4, patch_size=(1, 4, 4)),
+            vae_train=VAETrainConfig(max_steps=400, batch_size=4, lr=2e-3, warmup_steps=20, clip_frames=9, crop_size=32,
+                                     val_every_steps=200, val_batches=2, checkpoint_every_steps=200),
+            dit_train=DiTTrainConfig(max_steps=700, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.99,
+                                     val_every_steps=350, val_batches=2, checkpoint_every_steps=350),
+        )  # fmt: skip
+    if name == "base":
+        return Preset(
+            name="base", frames=32, height=128, width=128, fps=8,
+            vae=VAEConfig(channels=(64, 128, 256, 256)),
+            dit=DiTConfig(hidden_size=768, depth=12, num_heads=12, patch_size=(1, 2, 2)),
+            vae_train=VAETrainConfig(max_steps=20_000, batch_size=8, lr=2e-4, warmup_steps=500, clip_frames=17),
+            dit_train=DiTTrainConfig(max_steps=100_000, batch_size=64, lr=2e-4, warmup_steps=1000, ema_decay=0.9999,
+                                     val_every_steps=2000, checkpoint_every_steps=2000),
+        )  # fmt: skip
+    raise ValueError(f"unknown preset {name!r}; expected 'tiny', 'demo' or 'base'")

@@ -1,0 +1,128 @@
+"""Lightning module that trains the SpacetimeDiT with rectified flow on cached latents, keeps an EMA copy,
+and generates videos (EMA weights + VAE decoder); `train_dit` is the pipeline's entry point."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from videodit.models.dit import DiTBlock, SpacetimeDiT
+from videodit.models.rectified_flow import rectified_flow_loss, sample_euler
+from videodit.models.text_encoder import TextEncoder, default_text_encoder
+from videodit.models.vae import VideoVAE
+from videodit.training.config import DiTConfig, DiTTrainConfig, Preset, VAEConfig
+from videodit.training.datamodule import LatentDataModule
+from videodit.training.ema import ema_decay_at, update_ema
+from videodit.training.latents import latent_stats
+from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
+
+
+class DiTModule(pl.LightningModule):
+    """Holds the trained DiT, its EMA and a frozen VAE, so one checkpoint is everything `generate` needs.
+
+    `video_shape` (frames, height, width) is the default size of generated videos; `latent_shift/scale` undo
+    the normalisation `encode_latents` recorded.
+    """
+
+    def __init__(
+        self,
+        dit_config: DiTConfig | dict,
+        train_config: DiTTrainConfig | dict,
+        vae_config: VAEConfig | dict,
+        video_shape: tuple[int, int, int] = (16, 64, 64),
+        latent_shift: float = 0.0,
+        latent_scale: float = 1.0,
+    ):
+        super().__init__()
+        # Configs arrive as dicts when Lightning rebuilds the module from a checkpoint's hyperparameters.
+        self.dit_config = dit_config if isinstance(dit_config, DiTConfig) else DiTConfig(**dit_config)
+        self.train_config = train_config if isinstance(train_config, DiTTrainConfig) else DiTTrainConfig(**train_config)
+        self.vae_config = vae_config if isinstance(vae_config, VAEConfig) else VAEConfig(**vae_config)
+        self.video_shape = tuple(video_shape)
+        self.latent_shift, self.latent_scale = latent_shift, latent_scale
+        self.save_hyperparameters({
+            "dit_config": asdict(self.dit_config), "train_config": asdict(self.train_config),
+            "vae_config": asdict(self.vae_config), "video_shape": list(self.video_shape),
+            "latent_shift": latent_shift, "latent_scale": latent_scale,
+        })  # fmt: skip
+        self.dit = SpacetimeDiT(self.dit_config)
+        self.ema = copy.deepcopy(self.dit).requires_grad_(False).eval()
+        self.vae = VideoVAE(self.vae_config).requires_grad_(False).eval()
+
+    def configure_model(self) -> None:
+        if self.train_config.compile:
+            self.dit.compile()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        cfg = self.train_config
+        loss = rectified_flow_loss(
+            self.dit, batch["latents"], batch["text"], batch["text_mask"], cfg.timestep_mean, cfg.timestep_std
+        )
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.log("train/grad_norm", grad_norm(self.dit))
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here rather than in on_train_batch_end, which runs after ModelCheckpoint has already saved the step.
+        update_ema(self.ema, self.dit, ema_decay_at(self.global_step, self.train_config.ema_decay))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # Fixed noise and timesteps per batch, so val/loss moves only when the EMA weights do.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch_idx)
+            loss = rectified_flow_loss(self.ema, batch["latents"], batch["text"], batch["text_mask"])
+        self.log("val/loss", loss, sync_dist=True)
+
+    def configure_optimizers(self) -> dict:
+        return warmup_cosine_adamw(self.dit.parameters(), self.train_config)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[str],
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        text_encoder: TextEncoder | None = None,
+    ) -> torch.Tensor:
+        """uint8 videos [B, T, H, W, 3] for `prompts`, sampled with the EMA weights. Same seed, same videos."""
+        frames, height, width = (v or d for v, d in zip((frames, height, width), self.video_shape))
+        steps = steps or self.train_config.sample_steps
+        guidance = self.train_config.guidance_scale if guidance is None else guidance
+        encoder = text_encoder or default_text_encoder()
+        text, mask = (v.to(self.device) for v in encoder.encode(prompts))
+        null_text, null_mask = (v.to(self.device) for v in encoder.encode([""]))
+        shape = (len(prompts), *self.vae.latent_shape(frames, height, width))
+        # Noise is drawn on the CPU so a seed gives the same videos on any device.
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        latents = sample_euler(self.ema, noise, text, mask, null_text, null_mask, steps, guidance)
+        video = self.vae.decode(latents / self.latent_scale + self.latent_shift, num_frames=frames)
+        video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return video.permute(0, 2, 3, 4, 1).cpu()
+
+
+def train_dit(
+    latents_dir: Path, vae: VideoVAE, preset: Preset, out_dir: Path, logger=None, resume_from: Path | None = None,
+    callbacks: list[pl.Callback] | tuple = (),
+) -> DiTModule:
+    """Train the preset's DiT on latents written by `encode_latents` with `vae`; checkpoints in `out_dir/checkpoints`."""
+    cfg = preset.dit_train
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    shift, scale = latent_stats(latents_dir)
+    module = DiTModule(preset.dit, cfg, vae.config, (preset.frames, preset.height, preset.width), shift, scale)
+    module.vae.load_state_dict(vae.state_dict())
+    data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, cfg.image_fraction, cfg.caption_dropout, cfg.num_workers)
+    trainer = build_trainer(cfg, out_dir, logger, callbacks, block_type=DiTBlock)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+    return module

@@ -1,0 +1,71 @@
+"""Encode curated clips to VAE latents and captions to token embeddings once, so DiT training never runs the VAE.
+
+Output folder: `train.safetensors` and `val.safetensors` (absent when the index has no val clips), each with tensors
+    latents   float [N, C, t, h, w]   posterior means (unnormalised)
+    text      float [N, L, D]         caption token embeddings;  text_mask bool [N, L]
+    null_text float [1, L, D]         the empty caption (classifier-free guidance);  null_mask bool [1, L]
+and metadata clip_ids, captions (JSON lists) and latent_shift / latent_scale: the train latents' mean and
+1/std, which map latents to roughly unit variance, the scale the rectified-flow noise assumes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from videodit.data.shards import ClipShards
+from videodit.models.text_encoder import TextEncoder, default_text_encoder
+from videodit.models.vae import VideoVAE
+from videodit.training.datamodule import to_video_tensor
+
+
+@torch.no_grad()
+def encode_latents(
+    shards_root: Path,
+    vae: VideoVAE,
+    out_dir: Path,
+    text_encoder: TextEncoder | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Write latents and caption embeddings of every train/val clip under `out_dir`; returns `out_dir`."""
+    shards, out_dir = ClipShards(shards_root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text_encoder = text_encoder or default_text_encoder()
+    vae = vae.to(device).eval()
+    null_text, null_mask = text_encoder.encode([""])
+    encoded = {}
+    for split in ("train", "val"):
+        rows = shards.split(split)
+        if rows.empty:  # a dataset too small for a validation split still trains
+            continue
+        latents = []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows.iloc[start : start + batch_size]
+            frames = [shards.frames(r.shard, int(r.row)) for r in chunk.itertuples()]
+            video = torch.stack([to_video_tensor(f) for f in frames]).to(device)
+            latents.append(vae.encode(video).mean.float().cpu())
+        text, mask = text_encoder.encode(rows["caption"].tolist())
+        encoded[split] = (rows, torch.cat(latents), text.cpu(), mask.cpu())
+    train_latents = encoded["train"][1]
+    shift, scale = train_latents.mean().item(), 1.0 / train_latents.std().item()
+    for split, (rows, latents, text, mask) in encoded.items():
+        save_file(
+            {"latents": latents.contiguous(), "text": text.contiguous(), "text_mask": mask.contiguous(),
+             "null_text": null_text.cpu().contiguous(), "null_mask": null_mask.cpu().contiguous()},
+            str(out_dir / f"{split}.safetensors"),
+            metadata={"clip_ids": json.dumps(rows["clip_id"].tolist()), "captions": json.dumps(rows["caption"].tolist()),
+                      "latent_shift": repr(shift), "latent_scale": repr(scale)},
+        )  # fmt: skip
+    return out_dir
+
+
+def latent_stats(latents_dir: Path) -> tuple[float, float]:
+    """(latent_shift, latent_scale) recorded by encode_latents."""
+    with safe_open(str(Path(latents_dir) / "train.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    return float(meta["latent_shift"]), float(meta["latent_scale"])

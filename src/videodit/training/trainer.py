@@ -1,0 +1,113 @@
+"""How every training run is executed: the Lightning Trainer (device, precision, strategy, checkpoints) and the
+AdamW + warmup/cosine optimiser both the VAE and the DiT use."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.strategies import FSDPStrategy
+from pytorch_lightning.trainer.connectors import checkpoint_connector
+
+from videodit.training.config import TrainConfig
+
+
+def ignore_broken_omegaconf() -> None:
+    """Lightning imports omegaconf on every checkpoint save when it is installed. dvc installs omegaconf 2.3,
+    whose grammar fails to load under the antlr4 4.13 dagster needs; then saving would crash, so tell Lightning
+    omegaconf is absent (we never use it: hyperparameters are plain dicts)."""
+    try:
+        import omegaconf  # noqa: F401
+    except Exception:
+        checkpoint_connector._OMEGACONF_AVAILABLE = False
+
+
+ignore_broken_omegaconf()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with native bf16 matmuls (AVX512-BF16 or AMX); elsewhere bf16 autocast is several times slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    if config.precision != "auto":
+        return config.precision
+    if torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed"
+    return "bf16-mixed" if config.cpu_bf16 and cpu_has_fast_bf16() else "32-true"
+
+
+def resolve_strategy(config: TrainConfig, block_type: type | None):
+    """`fsdp` shards at transformer-block granularity (and checkpoints those blocks when asked); others pass through."""
+    if config.strategy != "fsdp":
+        return config.strategy
+    wrap = {block_type} if block_type else None
+    # use_orig_params: the root unit mixes trainable DiT embedders with the frozen EMA copy and VAE.
+    return FSDPStrategy(auto_wrap_policy=wrap, use_orig_params=True, state_dict_type="full")
+
+
+def build_trainer(
+    config: TrainConfig,
+    out_dir: Path,
+    logger=None,
+    callbacks: list[pl.Callback] | tuple = (),
+    block_type: type | None = None,
+) -> pl.Trainer:
+    """A Trainer that runs `config.max_steps` optimiser steps over an endless, resumable batch stream.
+
+    Checkpoints go to `out_dir/checkpoints` every `checkpoint_every_steps` (plus `last.ckpt`); pass one to
+    `trainer.fit(..., ckpt_path=...)` to resume exactly. `logger` is any Lightning logger, e.g. MLFlowLogger.
+    """
+    checkpoint = ModelCheckpoint(
+        dirpath=Path(out_dir) / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
+        every_n_train_steps=config.checkpoint_every_steps, save_top_k=-1, save_last=True,
+    )  # fmt: skip
+    return pl.Trainer(
+        default_root_dir=out_dir,
+        max_steps=config.max_steps,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=resolve_strategy(config, block_type),
+        precision=resolve_precision(config),
+        gradient_clip_val=config.grad_clip or None,
+        # The train loader is an endless stream (see datamodule.py), so validation is scheduled in steps.
+        val_check_interval=config.val_every_steps,
+        check_val_every_n_epoch=None,
+        limit_val_batches=config.val_batches,
+        num_sanity_val_steps=0,
+        log_every_n_steps=config.log_every_steps,
+        logger=logger if logger is not None else False,
+        callbacks=[checkpoint, *callbacks],
+        # Our batch sampler shards the data across ranks itself, in a way that can be resumed.
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+
+
+def warmup_cosine_adamw(params, config: TrainConfig) -> dict:
+    """AdamW with linear warmup to `lr` over `warmup_steps`, then cosine decay to 10% of `lr` at `max_steps`."""
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    """Global L2 norm of the gradients (before clipping when called from on_before_optimizer_step)."""
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())

@@ -1,0 +1,60 @@
+"""ONNX export of the tiny models: bundle contents, per-graph parity and end-to-end parity with PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_bundle import STEPS, tiny_bundle
+from videodit.export import end_to_end_parity, export_bundle, graph_parity
+from videodit.generation.onnx_generator import euler_timesteps
+
+PROMPTS = ["a red circle moves left", "a large blue square moves up"]
+MAX_GRAPH_DIFF = 1e-3
+MIN_PSNR_DB = 40.0
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return tiny_bundle()
+
+
+def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
+    names = {p.name for p in bundle.path.iterdir()}
+    assert {"text_encoder.onnx", "dit.onnx", "vae_decoder.onnx", "tokenizer", "bundle.json"} <= names
+    assert (bundle.path / "tokenizer" / "tokenizer.json").is_file()
+    spec = json.loads((bundle.path / "bundle.json").read_text())
+    assert spec["sampler"]["steps"] == STEPS
+    assert spec["sampler"]["latent_shape"] == [4, 3, 4, 4]
+    assert spec["sampler"]["max_tokens"] == bundle.text_encoder.max_tokens
+    assert spec["limits"]["dynamic_latent_thw"] is True
+    assert spec["source_versions"] == {"model_version": "tiny-test"}
+    assert spec["versions"]["onnxruntime"] and spec["opset"] >= 17
+
+
+def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):
+    clip = torch.rand(len(PROMPTS), 3, 8, 32, 32) * 2 - 1
+    with torch.no_grad():
+        real_latents = bundle.vae.encode(clip).mean.numpy()
+    diffs = graph_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, real_latents)
+    assert set(diffs) == {f"{g}/{k}" for g in ("text_encoder", "dit", "vae_decoder") for k in ("random", "real")}
+    assert max(diffs.values()) < MAX_GRAPH_DIFF, diffs
+
+
+def test_torch_and_onnxruntime_make_the_same_video(bundle):
+    psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2], STEPS)
+    assert min(psnrs) >= MIN_PSNR_DB, psnrs
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 9, 25, 50, 99])
+def test_timestep_schedule_is_torch_linspace_bit_for_bit(steps):
+    np.testing.assert_array_equal(euler_timesteps(steps), torch.linspace(1.0, 0.0, steps + 1).numpy())
+
+
+def test_export_names_missing_sampler_defaults(bundle, tmp_path):
+    with pytest.raises(ValueError, match="sampler_defaults lacks guidance"):
+        export_bundle(bundle.vae, bundle.dit, bundle.text_encoder, tmp_path, {"steps": 2, "fps": 8, "frames": 8,
+                      "height": 32, "width": 32}, {})  # fmt: skip

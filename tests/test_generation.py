@@ -1,0 +1,163 @@
+"""The torch-free generator, its input checks, the files a run writes and the `videodit generate` CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tiny_bundle import tiny_bundle
+from videodit.cli import main
+from videodit.generation import OnnxVideoGenerator
+
+NON_ASCII_PROMPT = "un cercle rouge se déplace à gauche 🚀"
+LONG_PROMPT = "a red circle moves left " * 40
+FRAMES, HEIGHT, WIDTH = 8, 32, 32
+
+
+@pytest.fixture(scope="module")
+def bundle_dir():
+    return tiny_bundle().path
+
+
+@pytest.fixture(scope="module")
+def generator(bundle_dir):
+    return OnnxVideoGenerator(bundle_dir)
+
+
+def test_generates_one_uint8_clip_per_prompt_reproducibly(generator):
+    videos = generator.generate(["a red circle moves left", "a blue square moves up"], [7, 8], steps=2)
+    assert [v.shape for v in videos] == [(FRAMES, HEIGHT, WIDTH, 3)] * 2
+    assert all(v.dtype == np.uint8 for v in videos)
+    again = generator.generate(["a blue square moves up"], [8], steps=2)
+    np.testing.assert_allclose(again[0], videos[1], atol=1)  # a seed gives its clip whatever the batch
+
+
+def test_other_sizes_within_the_bundle_limits(generator):
+    (video,) = generator.generate(["a green triangle moves down"], [0], steps=1, frames=13, height=16, width=24)
+    assert video.shape == (13, 16, 24, 3)
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_empty_prompt_is_refused(generator, prompt):
+    with pytest.raises(ValueError, match="prompt is empty"):
+        generator.generate([prompt], [0], steps=1)
+
+
+def test_long_prompt_is_truncated_with_a_warning(generator):
+    with pytest.warns(UserWarning, match="prompt truncated to 32 tokens"):
+        (video,) = generator.generate([LONG_PROMPT], [0], steps=1)
+    assert video.shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+
+def test_non_ascii_prompt_generates(generator):
+    (video,) = generator.generate([NON_ASCII_PROMPT], [0], steps=1)
+    assert video.shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ({"height": 30}, "height=30 is not supported by this model: use a multiple of 8 from 8 to 128"),
+        ({"width": 256}, "width=256 is not supported by this model: use a multiple of 8 from 8 to 128"),
+        ({"frames": 1}, "frames=1 is not supported by this model: use a value from 6 to 45"),
+    ],
+)
+def test_bad_sizes_name_the_allowed_values(generator, size, message):
+    with pytest.raises(ValueError, match=message):
+        generator.generate(["a red circle"], [0], steps=1, **size)
+
+
+def test_seeds_must_match_prompts(generator):
+    with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
+        generator.generate(["a", "b"], [0])
+
+
+def test_generator_runs_where_torch_cannot_be_imported(bundle_dir, tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+
+        sys.meta_path.insert(0, NoTorch())
+        from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
+
+        (video,) = OnnxVideoGenerator({str(bundle_dir)!r}).generate(["a red circle"], [0], steps=1)
+        write_outputs(__import__("pathlib").Path({str(tmp_path)!r}), [GeneratedClip("clip", "a red circle", 0, video)],
+                      8, {{}})
+        assert "torch" not in sys.modules
+        print(video.shape)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "(8, 32, 32, 3)" in result.stdout
+    assert (tmp_path / "clip.mp4").is_file()
+
+
+def test_cli_writes_video_gif_sheet_and_manifest(bundle_dir, tmp_path):
+    out = tmp_path / "out.mp4"
+    code = main(["generate", "a red circle moves left", "-o", str(out), "--model", str(bundle_dir), "--steps", "2",
+                 "--seed", "3", "--size", "24x16", "--frames", "6"])  # fmt: skip
+    assert code == 0
+    assert out.stat().st_size > 0 and (tmp_path / "out.gif").is_file() and (tmp_path / "contact_sheet.png").is_file()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["videos"] == [{"prompt": "a red circle moves left", "seed": 3, "mp4": "out.mp4", "gif": "out.gif"}]
+    assert (manifest["steps"], manifest["frames"], manifest["height"], manifest["width"]) == (2, 6, 16, 24)
+    assert manifest["model_versions"] == {"model_version": "tiny-test"}
+    assert manifest["timings"]["seconds_per_video"] > 0
+
+
+def test_cli_batch_file_writes_one_clip_per_line(bundle_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"a red circle moves left\n\n{NON_ASCII_PROMPT}\n", encoding="utf-8")
+    out = tmp_path / "batch"
+    assert main(["generate", "--batch", str(prompts), "-o", str(out), "--model", str(bundle_dir), "--steps", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    expected = [("a red circle moves left", 0), (NON_ASCII_PROMPT, 1)]
+    assert [(v["prompt"], v["seed"]) for v in manifest["videos"]] == expected
+    assert (out / "001.mp4").is_file() and (out / "001.gif").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "/nonexistent/bundle"], "model folder not found: /nonexistent/bundle"),
+        (["--size", "30x32"], "width=30 is not supported"),
+        (["--frames", "1"], "frames=1 is not supported"),
+    ],
+)
+def test_cli_errors_are_one_line_with_exit_code_2(bundle_dir, tmp_path, capsys, args, message):
+    argv = ["generate", "a red circle", "-o", str(tmp_path / "x.mp4"), "--model", str(bundle_dir), *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_cli_refuses_an_empty_prompt(bundle_dir, capsys):
+    assert main(["generate", "", "--model", str(bundle_dir)]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
+
+
+def test_cli_names_the_uri_and_store_of_an_unknown_model(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(tracking_uri=store, registry_uri=store).search_registered_models()  # creates the store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    assert main(["generate", "a red circle", "--model", "models:/videodit-onnx@champion"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resolve models:/videodit-onnx@champion in tracking store " + store in err
+
+
+def test_cli_names_a_missing_tracking_store(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("VIDEODIT_PROJECT_DIR", str(tmp_path))
+    assert main(["generate", "a red circle"]) == 2
+    assert f"tracking store sqlite:///{tmp_path / 'mlflow.db'} does not exist" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""Model library: shapes over durations/resolutions/aspect ratios, causality, overfitting, sampler, text encoder."""
+
+import os
+
+import pytest
+import torch
+
+from videodit.models.dit import SpacetimeDiT
+from videodit.models.rectified_flow import rectified_flow_loss, sample_euler, sample_timesteps
+from videodit.models.text_encoder import MiniLMTextEncoder
+from videodit.models.vae import VideoVAE, psnr, ssim
+from videodit.training.config import DiTConfig, Preset, VAEConfig, model_preset
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    return VideoVAE(model_preset("tiny").vae).eval()
+
+
+def tiny_dit(patch_size=(1, 2, 2)) -> SpacetimeDiT:
+    torch.manual_seed(0)
+    return SpacetimeDiT(DiTConfig(hidden_size=64, depth=2, num_heads=4, patch_size=patch_size, text_dim=16))
+
+
+def text_batch(b: int, length: int = 6, dim: int = 16):
+    mask = torch.ones(b, length, dtype=torch.bool)
+    mask[:, length // 2 :] = False
+    return torch.randn(b, length, dim), mask
+
+
+@pytest.mark.parametrize(
+    "frames, height, width, latent_frames",
+    [(1, 32, 32, 1), (8, 32, 32, 3), (16, 32, 64, 5), (17, 64, 32, 5), (5, 40, 24, 2)],
+)
+def test_vae_shapes_any_frame_count(vae, frames, height, width, latent_frames):
+    x = torch.rand(2, 3, frames, height, width) * 2 - 1
+    with torch.no_grad():
+        recon, posterior = vae(x)
+    assert posterior.mean.shape == (2, 4, latent_frames, height // 8, width // 8)
+    assert vae.latent_shape(frames, height, width) == tuple(posterior.mean.shape[1:])
+    assert recon.shape == x.shape
+
+
+def test_vae_rejects_sizes_off_the_spatial_grid(vae):
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vae.encode(torch.zeros(1, 3, 4, 30, 32))
+
+
+def test_vae_is_causal_an_image_encodes_like_the_first_frame(vae):
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        whole = vae.encode(video).mean
+        first = vae.encode(video[:, :, :1]).mean
+        prefix = vae.encode(video[:, :, :5]).mean
+    torch.testing.assert_close(first[:, :, 0], whole[:, :, 0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(prefix, whole[:, :, :2], atol=1e-5, rtol=1e-4)
+
+
+def test_psnr_and_ssim_values():
+    x = torch.rand(2, 3, 4, 32, 32) * 2 - 1
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-5)
+    assert abs(ssim(x, torch.rand_like(x) * 2 - 1).item()) < 0.05  # independent noise: no shared structure
+    assert 0.5 < ssim(x, x + 0.1 * torch.randn_like(x)).item() < 0.99
+    noisy = x + 0.02  # constant offset: mse 4e-4, psnr = 10 log10(4 / 4e-4) = 40 dB
+    assert psnr(noisy, x).item() == pytest.approx(40.0, abs=0.01)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4), (5, 4, 4), (3, 4, 8), (2, 8, 2), (1, 6, 10)])
+def test_dit_any_duration_resolution_and_aspect(shape):
+    dit = tiny_dit()
+    x = torch.randn(2, 4, *shape)
+    text, mask = text_batch(2)
+    out = dit(x, torch.rand(2), text, mask)
+    assert out.shape == x.shape
+
+
+def test_dit_rejects_latents_off_the_patch_grid():
+    with pytest.raises(ValueError, match="patch_size"):
+        tiny_dit()(torch.randn(1, 4, 2, 5, 4), torch.rand(1), *text_batch(1))
+
+
+def test_dit_masked_text_tokens_are_ignored():
+    dit = tiny_dit()
+    for p in dit.parameters():  # adaLN-Zero starts at zero output; perturb so the text path matters
+        p.data += 0.05 * torch.randn_like(p)
+    x, t = torch.randn(1, 4, 2, 4, 4), torch.rand(1)
+    text, mask = text_batch(1)
+    changed = text.clone()
+    changed[:, 3:] = 100.0  # only padding positions change
+    torch.testing.assert_close(dit(x, t, text, mask), dit(x, t, changed, mask))
+    changed[:, 0] = 100.0
+    assert not torch.allclose(dit(x, t, text, mask), dit(x, t, changed, mask))
+
+
+def test_dit_activation_checkpointing_gives_the_same_gradients():
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.rand(2)
+    text, mask = text_batch(2)
+    grads = []
+    for checkpointing in (False, True):
+        dit = tiny_dit()
+        dit.final_layer.linear.weight.data.normal_()
+        dit.config.gradient_checkpointing = checkpointing
+        dit(x, t, text, mask).square().mean().backward()
+        grads.append(dit.x_embedder.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_dit_overfits_a_single_batch():
+    dit = tiny_dit()
+    x, t = torch.randn(4, 4, 3, 4, 4), torch.rand(4)
+    text, mask = text_batch(4)
+    target = torch.randn_like(x)
+    opt = torch.optim.AdamW(dit.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(150):
+        loss = (dit(x, t, text, mask) - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 20
+
+
+def test_rectified_flow_loss_trains_and_is_finite():
+    dit = tiny_dit()
+    x = torch.randn(4, 4, 1, 4, 4)  # T = 1: an image
+    loss = rectified_flow_loss(dit, x, *text_batch(4))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(2.0, rel=0.5)  # zero init: E|noise - x|^2 = 2
+
+
+def test_logit_normal_timesteps():
+    t = sample_timesteps(20_000, generator=torch.Generator().manual_seed(0))
+    assert 0 < t.min() and t.max() < 1
+    assert t.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert ((t > 0.25) & (t < 0.75)).float().mean().item() > 0.6  # mass concentrates mid-path
+
+
+def test_euler_sampler_follows_straight_paths_exactly():
+    target = torch.randn(2, 4, 3, 4, 4)
+
+    def oracle(x, t, text, mask):  # the true velocity towards `target` along x_t = (1-t) target + t noise
+        return (x - target.repeat(x.shape[0] // 2, 1, 1, 1, 1)) / t.view(-1, 1, 1, 1, 1)
+
+    noise = torch.randn_like(target)
+    text, mask = text_batch(2)
+    out = sample_euler(oracle, noise, text, mask, text[:1], mask[:1], steps=5, guidance_scale=3.0)
+    torch.testing.assert_close(out, target, atol=1e-4, rtol=1e-4)
+
+
+def test_euler_sampler_is_deterministic_with_a_seed():
+    dit = tiny_dit()
+    for p in dit.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    text, mask = text_batch(2)
+
+    def run(seed):
+        noise = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+        return sample_euler(dit, noise, text, mask, text[:1], mask[:1], steps=4, guidance_scale=2.0)
+
+    torch.testing.assert_close(run(7), run(7), atol=0, rtol=0)
+    assert not torch.allclose(run(7), run(8))
+
+
+def test_text_encoder_loads_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    encoder = MiniLMTextEncoder(max_tokens=32)
+    tokens, mask = encoder.encode(["a small red circle moves left", "a large blue square moves up", ""])
+    assert encoder.dim == 384 and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert tokens.shape == (3, 32, 384) and mask.shape == (3, 32) and mask.dtype == torch.bool
+    assert mask[2].sum() == 2  # the unconditional caption is just [CLS] [SEP]
+    assert mask[0].sum() > 5
+    pooled = [tokens[i][mask[i]].mean(0) for i in range(3)]
+    assert torch.cosine_similarity(pooled[0], pooled[1], dim=0) < 0.99
+    assert not torch.allclose(tokens[0], tokens[1])
+
+
+def test_configs_round_trip_through_json():
+    import json
+
+    for name in ("tiny", "demo", "base"):
+        preset = model_preset(name)
+        assert Preset.from_dict(json.loads(json.dumps(preset.to_dict()))) == preset
+    with pytest.raises(ValueError, match="levels"):
+        VAEConfig(channels=(8, 16), spatial_compression=8)
+    with pytest.raises(ValueError, match="unknown preset"):
+        model_preset("huge")

@@ -1,0 +1,196 @@
+"""Training layer: resumable data stream, VAE and DiT Lightning runs, latent cache, checkpoints, resume, DDP."""
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from safetensors.torch import load_file
+
+from videodit.data.config import SyntheticConfig
+from videodit.data.shards import ShardWriter
+from videodit.data.synthetic import COLOURS, DIRECTIONS, SHAPES, caption_for, render_clip
+from videodit.models.vae import VideoVAE, psnr
+from videodit.training.config import model_preset
+from videodit.training.datamodule import ClipDataModule, LatentDataModule, ResumableBatchSampler
+from videodit.training.dit_module import DiTModule, train_dit
+from videodit.training.latents import encode_latents
+from videodit.training.vae_module import VAEModule, train_vae
+
+
+@pytest.fixture(scope="module")
+def shards_root(tmp_path_factory):
+    """16 train + 4 val clips of moving shapes, 8 frames of 32x32 (the tiny preset's geometry)."""
+    root = tmp_path_factory.mktemp("shards")
+    config = SyntheticConfig(n_frames=8, height=32, width=32)
+    writer = ShardWriter(root, clips_per_shard=8)
+    combos = itertools.islice(itertools.cycle(itertools.product(SHAPES, COLOURS, ["large"], DIRECTIONS)), 20)
+    for i, (shape, colour, size, direction) in enumerate(combos):
+        rng = np.random.default_rng(i)
+        frames = render_clip(shape, colour, size, direction, config, rng)
+        writer.add(frames, {
+            "clip_id": f"clip{i:03d}", "caption": caption_for(shape, colour, size, direction, rng),
+            "split": "val" if i >= 16 else "train", "sha256": "", "path": "", "attributes": "{}",
+        })  # fmt: skip
+    writer.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def latents_dir(shards_root, tmp_path_factory):
+    torch.manual_seed(0)
+    return encode_latents(shards_root, VideoVAE(model_preset("tiny").vae), tmp_path_factory.mktemp("latents"))
+
+
+def tiny(**dit_train_overrides):
+    preset = model_preset("tiny")
+    preset.dit_train = dataclasses.replace(preset.dit_train, **dit_train_overrides)
+    return preset
+
+
+class RecordBatches(pl.Callback):
+    """Remembers the item indices of every training batch, in order."""
+
+    def __init__(self):
+        self.indices = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.indices.append(batch["index"].tolist())
+
+
+def test_batch_stream_is_a_deterministic_resumable_permutation():
+    sampler = ResumableBatchSampler(n_items=10, batch_size=3, seed=1)
+    stream = list(itertools.islice(iter(sampler), 6))
+    epoch0 = [i for batch in stream[:3] for i, _, _ in batch]
+    assert len(set(epoch0)) == 9  # one epoch: every item at most once, the 10th dropped
+    assert [b[0][0] for b in stream[3:]] != [b[0][0] for b in stream[:3]]  # epoch 1 reshuffles
+    resumed = ResumableBatchSampler(n_items=10, batch_size=3, seed=1, start_batch=4)
+    assert list(itertools.islice(iter(resumed), 2)) == stream[4:6]
+    ranks = [list(itertools.islice(iter(ResumableBatchSampler(10, 2, 1, 0.5, r, 2)), 3)) for r in (0, 1)]
+    for a, b in zip(*ranks):
+        assert not {i for i, _, _ in a} & {i for i, _, _ in b}  # ranks see disjoint items
+        assert a[0][1] == b[0][1]  # and agree on image vs video batches
+
+
+def test_clip_datamodule_mixes_images_into_video_batches(shards_root):
+    data = ClipDataModule(shards_root, batch_size=2, seed=0, image_fraction=0.5, clip_frames=5, crop_size=16)
+    data.setup()
+    shapes = {tuple(b["video"].shape) for b in itertools.islice(data.train_dataloader(), 12)}
+    assert shapes == {(2, 3, 1, 16, 16), (2, 3, 5, 16, 16)}
+    val = next(iter(data.val_dataloader()))["video"]
+    assert val.shape == (2, 3, 8, 32, 32) and -1 <= val.min() and val.max() <= 1
+
+
+def test_vae_training_raises_reconstruction_psnr(shards_root, tmp_path):
+    preset = model_preset("tiny")
+    preset.vae_train = dataclasses.replace(preset.vae_train, max_steps=30, val_every_steps=30)
+    data = ClipDataModule(shards_root, batch_size=4)
+    data.setup()
+    video = next(iter(data.val_dataloader()))["video"]
+
+    def val_psnr(vae):
+        with torch.no_grad():
+            return psnr(vae.eval()(video, sample=False)[0].clamp(-1, 1), video).item()
+
+    torch.manual_seed(0)
+    before = val_psnr(VAEModule(preset.vae, preset.vae_train).vae)
+    module = train_vae(shards_root, preset, tmp_path)
+    after = val_psnr(module.vae)
+    assert after > before + 3.0, (before, after)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_encode_latents_writes_normalisable_latents_and_captions(latents_dir):
+    train = load_file(str(latents_dir / "train.safetensors"))
+    assert train["latents"].shape == (16, 4, 3, 4, 4)  # 8 frames -> 1 + ceil(7/4) = 3 latent frames, 32/8 = 4
+    assert train["text"].shape == (16, 32, 384) and train["text_mask"].dtype == torch.bool
+    assert train["null_mask"].sum() == 2
+    data = LatentDataModule(latents_dir, batch_size=4)
+    data.setup()
+    normalised = data.train_data.latents
+    assert normalised.mean().abs() < 1e-4 and normalised.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert len(data.val_data) == 4
+
+
+def test_dit_trains_generates_and_reloads_from_checkpoint(latents_dir, tmp_path):
+    vae = VideoVAE(model_preset("tiny").vae)
+    module = train_dit(latents_dir, vae, tiny(max_steps=30, image_fraction=0.3), tmp_path)
+    trainer_losses = module.trainer.callback_metrics
+    assert torch.isfinite(trainer_losses["train/loss"]) and "val/loss" in trainer_losses
+    prompts = ["a large red circle moves left", "a large blue square moves up"]
+    videos = module.generate(prompts, seed=3, steps=3)
+    assert videos.dtype == torch.uint8 and videos.shape == (2, 8, 32, 32, 3)
+    torch.testing.assert_close(videos, module.generate(prompts, seed=3, steps=3), atol=0, rtol=0)
+    image = module.generate(["a red circle"], seed=3, steps=2, frames=1, height=32, width=64)
+    assert image.shape == (1, 1, 32, 64, 3)
+
+    reloaded = DiTModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert reloaded.latent_scale == module.latent_scale
+    for name, tensor in module.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[name], tensor, atol=0, rtol=0, msg=name)
+    torch.testing.assert_close(reloaded.generate(prompts, seed=3, steps=3), videos, atol=0, rtol=0)
+
+
+def test_resume_continues_at_the_same_step_and_data_position(latents_dir, tmp_path):
+    preset = tiny(max_steps=6, checkpoint_every_steps=3, val_every_steps=100, image_fraction=0.3)
+    vae = VideoVAE(preset.vae)
+    straight = RecordBatches()
+    first = run_dit(latents_dir, vae, preset, tmp_path / "a", callbacks=[straight])
+    assert first.global_step == 6 and len(straight.indices) == 6
+
+    checkpoint = tmp_path / "a" / "checkpoints" / "step000003.ckpt"
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["global_step"] == 3 and saved["LatentDataModule"]["batches_consumed"] == 3
+
+    class CheckRestoredState(pl.Callback):
+        def on_train_start(self, trainer, module):
+            assert trainer.global_step == 3
+            state = trainer.optimizers[0].state_dict()["state"]
+            assert int(next(iter(state.values()))["step"]) == 3
+            for name, tensor in module.ema.state_dict().items():
+                torch.testing.assert_close(tensor, saved["state_dict"][f"ema.{name}"], atol=0, rtol=0)
+
+    resumed = RecordBatches()
+    second = run_dit(latents_dir, vae, preset, tmp_path / "b", [resumed, CheckRestoredState()], ckpt_path=checkpoint)
+    assert second.global_step == 6
+    assert resumed.indices == straight.indices[3:]  # not a restart from the start of the data
+
+
+def run_dit(latents_dir, vae, preset, out_dir, callbacks, ckpt_path=None) -> pl.Trainer:
+    from videodit.models.dit import DiTBlock
+    from videodit.training.latents import latent_stats
+    from videodit.training.trainer import build_trainer
+
+    cfg = preset.dit_train
+    pl.seed_everything(cfg.seed, verbose=False)
+    module = DiTModule(preset.dit, cfg, vae.config, (8, 32, 32), *latent_stats(latents_dir))
+    data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, cfg.image_fraction, cfg.caption_dropout)
+    trainer = build_trainer(cfg, out_dir, callbacks=callbacks, block_type=DiTBlock)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    return trainer
+
+
+class RecordRank(pl.Callback):
+    """Leaves a file per process, proving two ranks ran (module-level so ddp_spawn can pickle it)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def on_train_end(self, trainer, module):
+        (self.folder / f"rank{trainer.global_rank}_of_{trainer.world_size}_step{trainer.global_step}").touch()
+
+
+def test_ddp_two_cpu_processes_train(latents_dir, tmp_path):
+    preset = tiny(max_steps=2, strategy="ddp_spawn", devices=2, accelerator="cpu", batch_size=2,
+                  checkpoint_every_steps=2, val_every_steps=100)  # fmt: skip
+    vae = VideoVAE(preset.vae)
+    torch.manual_seed(0)
+    train_dit(latents_dir, vae, preset, tmp_path, callbacks=[RecordRank(tmp_path)])
+    assert sorted(p.name for p in tmp_path.glob("rank*")) == ["rank0_of_2_step2", "rank1_of_2_step2"]
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 2
+    assert saved["LatentDataModule"]["batches_consumed"] == 2
+    initial = DiTModule(preset.dit, preset.dit_train, vae.config).dit.final_layer.linear.weight
+    assert not torch.equal(saved["state_dict"]["dit.final_layer.linear.weight"], initial)  # it trained

@@ -1,0 +1,46 @@
+"""One tiny exported bundle per test session, shared by test_export.py and test_generation.py (export is ~30 s)."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from videodit.export import export_bundle
+from videodit.models import MiniLMTextEncoder, SpacetimeDiT, VideoVAE
+from videodit.training.config import model_preset
+
+STEPS = 3
+GUIDANCE = 4.0
+WEIGHT_STD = 0.05  # adaLN-Zero starts the DiT at zero velocity; random weights make parity meaningful
+
+
+@dataclass(frozen=True)
+class TinyBundle:
+    path: Path
+    vae: VideoVAE
+    dit: SpacetimeDiT
+    text_encoder: MiniLMTextEncoder
+
+
+@functools.cache
+def tiny_bundle() -> TinyBundle:
+    preset = model_preset("tiny")
+    torch.manual_seed(0)
+    vae, dit = VideoVAE(preset.vae).eval(), SpacetimeDiT(preset.dit).eval()
+    with torch.no_grad():
+        for parameter in dit.parameters():
+            parameter.normal_(0.0, WEIGHT_STD)
+    text_encoder = MiniLMTextEncoder()
+    out = Path(tempfile.mkdtemp(prefix="videodit-tiny-bundle-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    # A non-trivial latent normalisation, so parity also covers its undoing inside vae_decoder.onnx.
+    sampler = {"steps": STEPS, "guidance": GUIDANCE, "fps": preset.fps, "frames": preset.frames,
+               "height": preset.height, "width": preset.width, "latent_shift": 0.25, "latent_scale": 2.0}  # fmt: skip
+    export_bundle(vae, dit, text_encoder, out, sampler, {"model_version": "tiny-test"})
+    return TinyBundle(out, vae, dit, text_encoder)
