@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import yaml
-from dagster import AssetExecutionContext, ConfigurableResource
+from dagster import AssetExecutionContext, ConfigurableResource, Failure
 from mlflow import MlflowClient
 
 from videodit.data.versioning import DataSnapshot, version_data
@@ -18,6 +18,7 @@ from videodit.presets import DataPreset, data_preset, evaluation_preset
 from videodit.training.config import Preset, model_preset
 from videodit.tracking.mlflow_store import (
     EXPERIMENT_NAME,
+    TrackingStoreUnavailable,
     check_tracking_store,
     child_run_id,
     default_tracking_uri,
@@ -95,7 +96,10 @@ class MLflowTracking(ConfigurableResource):
 
     def client(self, workspace: Workspace) -> MlflowClient:
         uri = self.uri(workspace)
-        check_tracking_store(uri)
+        try:
+            check_tracking_store(uri)
+        except TrackingStoreUnavailable as exc:  # a wrong or dead URI: say so now rather than retry into it
+            raise Failure(description=str(exc), allow_retries=False) from exc
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         return MlflowClient(uri)

@@ -1,0 +1,198 @@
+"""The model half of the graph on the tiny preset: training, MLflow tracking, the registry, ONNX and generation."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from dagster import DagsterInstance, build_sensor_context, materialize
+from mlflow import MlflowClient
+
+from dagster_project.definitions import defs, retrain_on_new_data, weekly_retraining
+from dagster_project.resources import DVCResource, MLflowTracking, Workspace
+from videodit.cli import main as cli_main
+from videodit.tracking.registry import CHAMPION, CHALLENGER
+
+ALL_ASSETS = list(defs.assets)
+ALL_CHECKS = list(defs.asset_checks)
+
+
+def _resources(root, tracking_uri=None):
+    return {
+        "workspace": Workspace(project_dir=str(root), preset="tiny"),
+        "dvc": DVCResource(remote_url=str(root) + "-remote"),
+        "mlflow_tracking": MLflowTracking(tracking_uri=tracking_uri or f"sqlite:///{root}/mlflow.db"),
+    }
+
+
+def _metadata(result, asset):
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The whole graph materialized once; tests read what it left behind."""
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING"] = "1"
+    root = tmp_path_factory.mktemp("pipeline") / "project"
+    root.mkdir()
+    instance = DagsterInstance.ephemeral()
+    result = materialize(ALL_ASSETS + ALL_CHECKS, resources=_resources(root), instance=instance)
+    assert result.success
+    return root, instance, result, MlflowClient(f"sqlite:///{root}/mlflow.db")
+
+
+def test_every_asset_materializes_with_real_values(pipeline):
+    root, _, result, client = pipeline
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert _metadata(result, "vae_model")["registered_version"] == "videodit-vae v1"
+    assert _metadata(result, "dit_model")["registered_version"] == "videodit-dit v1"
+    latents = _metadata(result, "video_latents")
+    assert latents["train_clips"] + _metadata(result, "training_clips")["val_clips"] == 24
+    assert latents["latent_shape"] == "(4, 3, 4, 4)"  # 8 frames → 1 + 8/4 latent frames; 32 px / 8
+    evaluation = _metadata(result, "model_evaluation")
+    for metric in ("colour", "shape", "size", "direction", "overall", "vae_ssim"):
+        assert 0.0 <= evaluation[metric] <= 1.0
+    assert evaluation["promoted"] and "first" in evaluation["decision"]
+    assert evaluation["generated"].startswith("![evaluation](data:image/png;base64,")
+    onnx = _metadata(result, "onnx_models")
+    assert onnx["max_graph_abs_diff"] < 1e-3 and onnx["min_end_to_end_psnr_db"] >= 40
+    generated = _metadata(result, "generated_videos")
+    manifest = json.loads((root / "artifacts" / "generated_videos" / "manifest.json").read_text())
+    assert generated["videos"] == len(manifest["videos"]) == 8
+    assert all((root / "artifacts" / "generated_videos" / v["mp4"]).stat().st_size > 0 for v in manifest["videos"])
+
+    # The registry: aliases on every model, the ONNX bundle following the champion.
+    for name in ("videodit-vae", "videodit-dit", "videodit-onnx"):
+        assert str(client.get_model_version_by_alias(name, CHAMPION).version) == "1"
+    dit = client.get_model_version_by_alias("videodit-dit", CHALLENGER)
+    assert float(dit.tags["eval.overall"]) == pytest.approx(evaluation["overall"], abs=1e-6)
+    assert dit.tags["promotion.promoted"] == "True" and "Evaluation:" in dit.description
+
+
+def test_mlflow_runs_nest_under_the_dagster_run_with_params_metrics_and_tags(pipeline):
+    root, _, result, client = pipeline
+    runs = client.search_runs([client.get_experiment_by_name("videodit").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("videodit.role") == "pipeline"]
+    assert len(parents) == 1 and parents[0].data.tags["dagster.run_id"] == result.run_id
+    children = {r.data.tags["dagster.asset_key"]: r for r in runs if r.data.tags.get("videodit.role") == "asset"}
+    assert set(children) == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos"}
+    dvc_md5 = _metadata(result, "raw_videos")["dvc_md5"]
+    for run in children.values():
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["dvc.data_version"] == dvc_md5 and run.data.tags["dagster.run_id"] == result.run_id
+        assert "git.commit" in run.data.tags
+    dit = children["dit_model"]
+    assert dit.data.params["train.max_steps"] == "20" and dit.data.params["dit.hidden_size"] == "64"
+    loss = client.get_metric_history(dit.info.run_id, "train/loss")
+    assert len(loss) >= 2 and loss[-1].step > loss[0].step
+    assert any(k.startswith("system/") for k in children["vae_model"].data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(dit.info.run_id, "samples")}
+    assert "samples/samples.png" in artifacts and "samples/samples_0.gif" in artifacts
+
+
+def test_same_data_and_code_reuse_the_registered_versions(pipeline):
+    root, instance, _, client = pipeline
+    again = materialize(ALL_ASSETS, selection=["vae_model", "video_latents", "dit_model"], resources=_resources(root), instance=instance)
+    assert _metadata(again, "vae_model")["reused_existing_version"] is True
+    assert _metadata(again, "dit_model")["reused_existing_version"] is True
+    assert len(client.search_model_versions("name = 'videodit-dit'")) == 1
+
+
+def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp_path):
+    root, instance, _, client = pipeline
+    config = {"ops": {"dit_model": {"config": {"max_steps": 40}}}}
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys\nfrom dagster import materialize\nfrom dagster_project.definitions import defs\n"
+        "from dagster_project.resources import DVCResource, MLflowTracking, Workspace\n"
+        f"root = {str(root)!r}\n"
+        "materialize(list(defs.assets), selection=['dit_model'], run_config=" + repr(config) + ",\n"
+        "  resources={'workspace': Workspace(project_dir=root, preset='tiny'), 'dvc': DVCResource(remote_url=root + '-remote'),\n"
+        "             'mlflow_tracking': MLflowTracking(tracking_uri=f'sqlite:///{root}/mlflow.db')})\n"
+    )
+    earlier = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt"))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    checkpoint = None
+    while time.monotonic() < deadline and checkpoint is None and proc.poll() is None:
+        time.sleep(0.5)
+        fresh = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt")) - earlier
+        checkpoint = next(iter(fresh), None)
+    assert checkpoint is not None, "training never wrote its step-10 checkpoint"
+    proc.send_signal(signal.SIGKILL)  # killed midway: no final checkpoint, nothing registered
+    proc.wait()
+    assert not (checkpoint.parents[1] / "final.ckpt").exists()
+    assert len(client.search_model_versions("name = 'videodit-dit'")) == 1
+
+    resumed = materialize(ALL_ASSETS, selection=["dit_model"], run_config=config, resources=_resources(root), instance=instance)
+    logs = [e.message for e in instance.all_logs(resumed.run_id) if e.message]
+    assert any(f"resuming from {checkpoint.parent / 'last.ckpt'}" in m for m in logs)
+    assert any("step 40/40" in m for m in logs)
+    assert _metadata(resumed, "dit_model")["registered_version"] == "videodit-dit v2"
+    assert len(client.search_model_versions("name = 'videodit-dit'")) == 2
+
+
+def test_a_tracking_server_that_is_down_is_a_clear_error(pipeline):
+    root, *_ = pipeline
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = materialize(ALL_ASSETS, selection=["vae_model"], resources=_resources(root, f"http://127.0.0.1:{port}"), raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]  # no retries into a dead server
+    assert f"MLflow tracking server http://127.0.0.1:{port} is not reachable" in failure.event_specific_data.error.message
+
+
+def test_mlflow_rest_api_shows_the_registered_models_and_aliases(pipeline):
+    root, *_ = pipeline
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/registered-models/get?name=videodit-dit", timeout=10) as r:
+            model = json.load(r)["registered_model"]
+        aliases = {a["alias"]: a["version"] for a in model["aliases"]}
+        assert aliases[CHAMPION] == "1" and CHALLENGER in aliases
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/registered-models/alias?name=videodit-onnx&alias=champion", timeout=10) as r:
+            assert json.load(r)["model_version"]["name"] == "videodit-onnx"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_cli_generates_from_the_champion_with_only_a_prompt(pipeline, tmp_path, monkeypatch):
+    root, *_ = pipeline
+    monkeypatch.setenv("VIDEODIT_PROJECT_DIR", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["generate", "a red circle moves left", "-o", "out.mp4"]) == 0
+    assert (tmp_path / "out.mp4").stat().st_size > 0
+    assert cli_main(["generate", "a red circle", "--model", "models:/videodit-onnx@nope"]) == 2
+
+
+def test_sensor_retrains_once_per_data_version_and_the_schedule_is_weekly(pipeline):
+    _, instance, result, _ = pipeline
+    context = build_sensor_context(instance=instance, definitions=defs)
+    (request,) = retrain_on_new_data.evaluate_tick(context).run_requests
+    assert request.run_key == _metadata(result, "raw_videos")["dvc_md5"]
+    assert weekly_retraining.cron_schedule == "0 3 * * 1" and weekly_retraining.job_name == "training_job"
