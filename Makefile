@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 DAGSTER := $(BIN)/dagster
 DEFS := -m dagster_project.definitions
 
-.PHONY: install demo test dev ingest clean
+.PHONY: install demo test dev mlflow ingest clean
 
 # torch first: the pinned release resolves to the CPU build here (and the CUDA build on GPU hosts),
 # so the bare `torch` requirement below never pulls a second, multi-GB build.
@@ -35,15 +35,21 @@ demo: install
 	$(DAGSTER) asset materialize $(DEFS) --select '*'
 	@echo
 	@echo "Done. Look at:"
-	@echo "  Dagster UI:        make dev  → http://127.0.0.1:3000"
+	@echo "  Dagster UI:        make dev     → http://127.0.0.1:3000"
+	@echo "  MLflow UI:         make mlflow  → http://127.0.0.1:5000 (runs, registry: videodit-vae, videodit-dit, videodit-onnx)"
+	@echo "  Generated samples: artifacts/generated_videos/contact_sheet.png and *.mp4"
+	@echo "  Evaluation:        artifacts/model_evaluation/evaluation.json"
 	@echo "  Data Docs (GX):    great_expectations/uncommitted/data_docs/local_site/index.html"
-	@echo "  Curated shards:    artifacts/training_clips/"
+	@echo "  Generate more:     $(BIN)/videodit generate \"a large red circle moves left\" -o out.mp4"
 
 test: install
 	$(BIN)/python -m pytest
 
 dev: install
 	$(DAGSTER) dev -h 127.0.0.1 -p 3000  # reads [tool.dagster] in pyproject.toml: code location "videodit"
+
+mlflow: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db -h 127.0.0.1 -p 5000
 
 # make ingest SOURCE=/path/to/videos [CAPTIONS=/path/to/captions.csv]
 ingest: install
@@ -54,4 +60,4 @@ ingest: install
 comma := ,
 
 clean:
-	rm -rf artifacts .dagster_home data data.dvc great_expectations/uncommitted
+	rm -rf artifacts .dagster_home data great_expectations/uncommitted mlflow.db mlartifacts

@@ -124,7 +124,7 @@ def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp
     while time.monotonic() < deadline and checkpoint is None and proc.poll() is None:
         time.sleep(0.5)
         fresh = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt")) - earlier
-        checkpoint = next(iter(fresh), None)
+        checkpoint = next((c for c in fresh if (c.parent / "last.ckpt").is_file()), None)
     assert checkpoint is not None, "training never wrote its step-10 checkpoint"
     proc.send_signal(signal.SIGKILL)  # killed midway: no final checkpoint, nothing registered
     proc.wait()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import torch
 from dagster import (
     AssetExecutionContext, Backoff, Config, DataVersion, MaterializeResult, MetadataValue, RetryPolicy, asset,
 )  # fmt: skip
@@ -24,6 +23,7 @@ from dagster_project.assets.curation import training_clips
 from dagster_project.reporting import DagsterProgress, log_video_samples
 from dagster_project.resources import MLflowTracking, TrackedRun, Workspace
 from videodit.data.shards import CHECKSUMS_FILE, ClipShards
+from videodit.evaluation.model_report import reconstruct_clips
 from videodit.tracking.registry import find_version, fingerprint, register_version
 from videodit.training.dit_module import DiTModule, train_dit
 from videodit.training.latents import encode_latents, latent_stats
@@ -81,6 +81,14 @@ def _checkpoint_from_registry(run: TrackedRun, version, out_dir: Path) -> Path:
     return local
 
 
+def latest_checkpoint(folder: Path) -> Path | None:
+    """last.ckpt, or the highest-step checkpoint when a kill landed between writing the two."""
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    steps = sorted(folder.glob("step*.ckpt"))
+    return steps[-1] if steps else None
+
+
 def _train_or_reuse(context, run: TrackedRun, model_name: str, print_: str, out_dir: Path, force: bool, train):
     """(existing version or None, final checkpoint): the registered version with this fingerprint is reused;
     otherwise `train(resume_from)` runs, resuming a killed run from its last checkpoint."""
@@ -88,10 +96,10 @@ def _train_or_reuse(context, run: TrackedRun, model_name: str, print_: str, out_
     if existing is not None:
         context.log.info(f"{model_name} v{existing.version} already holds this data, code and config: reusing it")
         return existing, _checkpoint_from_registry(run, existing, out_dir)
-    last = out_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        context.log.info(f"resuming from {last}")
-    module = train(last if last.is_file() else None)
+    resume = latest_checkpoint(out_dir / "checkpoints")
+    if resume is not None:
+        context.log.info(f"resuming from {resume}")
+    module = train(resume)
     final = out_dir / FINAL_CHECKPOINT
     module.trainer.save_checkpoint(final)
     run.client.log_artifact(run.run_id, str(final), "checkpoint")
@@ -121,9 +129,7 @@ def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspac
         vae = VAEModule.load_from_checkpoint(checkpoint, map_location="cpu").vae.eval()
         val = ClipShards(shards_root).split("val").head(4)
         clips = [ClipShards(shards_root).frames(r.shard, int(r.row)) for r in val.itertuples()]
-        with torch.no_grad():
-            video = torch.stack([torch.from_numpy(c).permute(3, 0, 1, 2) for c in clips]).float() / 127.5 - 1
-            recon = ((vae(video, sample=False)[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+        recon = reconstruct_clips(vae, clips)
         pairs = [v for c, r in zip(clips, recon) for v in (c, r)]
         labels = [t for caption in val["caption"] for t in (f"real: {caption}", "reconstruction")]
         sheet = log_video_samples(run, pairs, labels, "reconstructions", preset.fps, out_dir)
@@ -194,7 +200,7 @@ def dit_model(context: AssetExecutionContext, config: TrainingSettings, workspac
             lambda resume: train_dit(workspace.artifacts("video_latents"), vae, preset, out_dir, _logger(run), resume, [progress]),
         )  # fmt: skip
         pipeline = DiTModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-        samples = pipeline.generate(list(SAMPLE_PROMPTS), seed=0).numpy()
+        samples = pipeline.generate(list(SAMPLE_PROMPTS), seed=0)
         sheet = log_video_samples(run, list(samples), list(SAMPLE_PROMPTS), "samples", preset.fps, out_dir)
         reused = existing is not None
         if reused:

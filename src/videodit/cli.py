@@ -26,9 +26,11 @@ class UsageError(Exception):
     """A problem with what the user asked for; main() prints it on one line and exits with code 2."""
 
 
-def default_tracking_uri() -> str:
-    project = Path(os.environ.get("VIDEODIT_PROJECT_DIR", os.getcwd())).resolve()
-    return os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+def tracking_uri() -> str:
+    from videodit.tracking.mlflow_store import default_tracking_uri
+
+    project = Path(os.environ.get("VIDEODIT_PROJECT_DIR", os.getcwd()))
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(project)
 
 
 def resolve_bundle(model: str) -> Path:
@@ -40,19 +42,19 @@ def resolve_bundle(model: str) -> Path:
         if not path.is_dir():
             raise UsageError(f"model folder not found: {path}")
         return path
-    tracking_uri = default_tracking_uri()
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        raise UsageError(f"cannot resolve {model}: tracking store {tracking_uri} does not exist (run the pipeline "
+    store = tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise UsageError(f"cannot resolve {model}: tracking store {store} does not exist (run the pipeline "
                          "or set MLFLOW_TRACKING_URI)")  # fmt: skip
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_registry_uri(store)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, tracking_uri=tracking_uri))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, tracking_uri=store))
     except MlflowException as exc:
         reason = str(exc).splitlines()[0]
-        raise UsageError(f"cannot resolve {model} in tracking store {tracking_uri}: {reason}") from None
+        raise UsageError(f"cannot resolve {model} in tracking store {store}: {reason}") from None
     found = sorted(local.rglob(BUNDLE_JSON))
     if len(found) != 1:
         raise UsageError(f"{model} (downloaded to {local}) holds {len(found)} {BUNDLE_JSON} files, expected one")

@@ -7,7 +7,6 @@ in small batches so memory does not grow with the number of clips.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from videodit.data.config import ProbeConfig
+from videodit.data.shards import file_sha256
 from videodit.data.sources import SourceClip
 from videodit.data.video_io import VideoDecodeError, iter_frames, open_video, scaled_size
 
@@ -62,14 +62,6 @@ def rgb_to_hsv(rgb: np.ndarray, dark_floor: float = 0.0) -> np.ndarray:
     h = np.where(delta > 0, (h * 30.0) % 180.0, 0.0)
     dark = v < dark_floor
     return np.stack([np.where(dark, 0.0, h), np.where(dark, 0.0, s), v], axis=-1)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _caption_fields(caption: str | None) -> dict:

@@ -8,6 +8,8 @@ from scipy import ndimage
 from videodit.evaluation.attributes import check_video
 
 MAX_VALUE = 255.0
+# Identical clips have infinite PSNR; averages cap each clip here so one perfect clip keeps the mean finite.
+PSNR_CAP_DB = 100.0
 # SSIM as in Wang et al. (2004): 11×11 Gaussian window with σ = 1.5, stabilisers C1 and C2.
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # 11×11 window

@@ -12,8 +12,9 @@ import torch
 from videodit.data.shards import ClipShards
 from videodit.data.synthetic import COLOURS, DIRECTIONS, SHAPES, SIZES
 from videodit.evaluation.frechet import frechet_video_distance
-from videodit.evaluation.image_quality import psnr, ssim
+from videodit.evaluation.image_quality import PSNR_CAP_DB, psnr, ssim
 from videodit.evaluation.prompt_adherence import attributes_from_caption, prompt_adherence
+from videodit.training.datamodule import to_uint8_videos, to_video_tensor
 
 # Metrics where lower is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = frozenset({"frechet_distance"})
@@ -43,17 +44,15 @@ def _generate(pipeline, prompts: list[str], config: EvaluationConfig) -> list[np
     videos = []
     for start in range(0, len(prompts), config.batch_size):
         batch = prompts[start : start + config.batch_size]
-        out = pipeline.generate(batch, seed=config.seed + start, steps=config.steps, guidance=config.guidance)
-        videos += list(out.numpy())
+        videos += list(pipeline.generate(batch, seed=config.seed + start, steps=config.steps, guidance=config.guidance))
     return videos
 
 
 @torch.no_grad()
-def _reconstruct(vae, clips: list[np.ndarray]) -> list[np.ndarray]:
-    video = torch.stack([torch.from_numpy(c).permute(3, 0, 1, 2) for c in clips]).float() / 127.5 - 1
-    recon, _ = vae(video, sample=False)
-    recon = ((recon.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return list(recon.permute(0, 2, 3, 4, 1).numpy())
+def reconstruct_clips(vae, clips: list[np.ndarray]) -> list[np.ndarray]:
+    """uint8 clips [T, H, W, 3] through the VAE (posterior means) and back to uint8."""
+    recon, _ = vae(torch.stack([to_video_tensor(c) for c in clips]), sample=False)
+    return list(to_uint8_videos(recon))
 
 
 def evaluate_pipeline(pipeline, shards_root, config: EvaluationConfig) -> tuple[dict, dict]:
@@ -69,11 +68,11 @@ def evaluate_pipeline(pipeline, shards_root, config: EvaluationConfig) -> tuple[
     val = shards.split("val").head(config.max_val_clips)
     real = [shards.frames(r.shard, int(r.row)) for r in val.itertuples()]
     val_generated = _generate(pipeline, val["caption"].tolist(), config)
-    recon = _reconstruct(pipeline.vae.float().eval(), real)
+    recon = reconstruct_clips(pipeline.vae.float().eval(), real)
 
     metrics = {k: float(adherence[k]) for k in ("colour", "shape", "size", "direction", "overall")}
     metrics["frechet_distance"] = frechet_video_distance(real, val_generated) if len(real) >= 2 else float("nan")
-    metrics["vae_psnr"] = float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(real, recon)]))
+    metrics["vae_psnr"] = float(np.mean([min(psnr(a, b), PSNR_CAP_DB) for a, b in zip(real, recon)]))
     metrics["vae_ssim"] = float(np.mean([ssim(a, b) for a, b in zip(real, recon)]))
     samples = {
         "prompts": prompts, "generated": generated, "per_clip": adherence["per_clip"],

@@ -3,16 +3,14 @@
 from videodit.models.dit import SpacetimeDiT
 from videodit.models.rectified_flow import rectified_flow_loss, sample_euler, sample_timesteps
 from videodit.models.text_encoder import MiniLMTextEncoder, TextEncoder
-from videodit.models.vae import VideoVAE, psnr, ssim
+from videodit.models.vae import VideoVAE
 
 __all__ = [
     "MiniLMTextEncoder",
     "SpacetimeDiT",
     "TextEncoder",
     "VideoVAE",
-    "psnr",
     "rectified_flow_loss",
     "sample_euler",
     "sample_timesteps",
-    "ssim",
 ]

@@ -192,30 +192,3 @@ class VideoVAE(nn.Module):
         posterior = self.encode(x)
         z = posterior.sample() if sample else posterior.mean
         return self.decode(z, num_frames=x.shape[2]), posterior
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean PSNR in dB of videos in [-1, 1] (peak-to-peak 2), computed per video then averaged."""
-    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
-    return (10 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean()
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM (Wang et al. 2004, Gaussian window) over all frames of videos [B, C, T, H, W] in [-1, 1]."""
-    c = x.shape[1]
-    x, y = (v.float().transpose(1, 2).flatten(0, 1) for v in (x, y))  # frames as images [B*T, C, H, W]
-    coords = torch.arange(window, dtype=torch.float32, device=x.device) - (window - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window)
-
-    def blur(v: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(v, (window // 2,) * 4, mode="reflect"), kernel, groups=c)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2  # data range 2 for [-1, 1]
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return s.mean()

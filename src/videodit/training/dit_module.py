@@ -7,6 +7,7 @@ import copy
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -15,7 +16,7 @@ from videodit.models.rectified_flow import rectified_flow_loss, sample_euler
 from videodit.models.text_encoder import TextEncoder, default_text_encoder
 from videodit.models.vae import VideoVAE
 from videodit.training.config import DiTConfig, DiTTrainConfig, Preset, VAEConfig
-from videodit.training.datamodule import LatentDataModule
+from videodit.training.datamodule import LatentDataModule, to_uint8_videos
 from videodit.training.ema import ema_decay_at, update_ema
 from videodit.training.latents import latent_stats
 from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
@@ -95,7 +96,7 @@ class DiTModule(pl.LightningModule):
         height: int | None = None,
         width: int | None = None,
         text_encoder: TextEncoder | None = None,
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """uint8 videos [B, T, H, W, 3] for `prompts`, sampled with the EMA weights. Same seed, same videos."""
         frames, height, width = (v or d for v, d in zip((frames, height, width), self.video_shape))
         steps = steps or self.train_config.sample_steps
@@ -108,8 +109,7 @@ class DiTModule(pl.LightningModule):
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
         latents = sample_euler(self.ema, noise, text, mask, null_text, null_mask, steps, guidance)
         video = self.vae.decode(latents / self.latent_scale + self.latent_shift, num_frames=frames)
-        video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return video.permute(0, 2, 3, 4, 1).cpu()
+        return to_uint8_videos(video)
 
 
 def train_dit(

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from videodit.models.vae import VideoVAE, psnr, ssim
+from videodit.evaluation.image_quality import PSNR_CAP_DB, psnr, ssim
+from videodit.models.vae import VideoVAE
 from videodit.training.config import Preset, VAEConfig, VAETrainConfig
-from videodit.training.datamodule import ClipDataModule
+from videodit.training.datamodule import ClipDataModule, to_uint8_videos
 from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
 
 
@@ -45,10 +47,12 @@ class VAEModule(pl.LightningModule):
         self.log("train/grad_norm", grad_norm(self.vae))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        video = batch["video"]
-        recon, _ = self.vae(video, sample=False)
-        recon = recon.float().clamp(-1, 1)
-        self.log_dict({"val/psnr": psnr(recon, video), "val/ssim": ssim(recon, video)}, sync_dist=True)
+        recon, _ = self.vae(batch["video"], sample=False)
+        pairs = list(zip(to_uint8_videos(batch["video"]), to_uint8_videos(recon)))
+        self.log_dict({
+            "val/psnr": float(np.mean([min(psnr(a, b), PSNR_CAP_DB) for a, b in pairs])),
+            "val/ssim": float(np.mean([ssim(a, b) for a, b in pairs])),
+        }, sync_dist=True)  # fmt: skip
 
     def configure_optimizers(self) -> dict:
         return warmup_cosine_adamw(self.vae.parameters(), self.train_config)
