@@ -63,7 +63,9 @@ def load_training_clip(path: Path, config: CurationConfig) -> tuple[np.ndarray, 
         frames = resample(iter_frames(container, path, size), config.fps, config.n_frames)
     if len(frames) < config.n_frames:
         raise VideoDecodeError(path, f"only {len(frames)} of {config.n_frames} frames at {config.fps} fps")
-    clip = np.stack([center_crop(f.rgb, config.height, config.width) for f in frames])
+    clip = np.empty((config.n_frames, config.height, config.width, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        clip[i] = center_crop(frame.rgb, config.height, config.width)
     return clip, [round(f.time_s, 6) for f in frames]
 
 

@@ -21,6 +21,7 @@ from safetensors.numpy import save_file
 INDEX_FILE = "index.parquet"
 CHECKSUMS_FILE = "checksums.json"
 SHARD_DIR = "shards"
+MAX_SHARD_BYTES = 64 << 20  # memory while curating is about one shard, whatever the clip size
 
 
 class ShardChecksumError(Exception):
@@ -38,30 +39,35 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 class ShardWriter:
     """Buffers clips and writes a shard every `clips_per_shard` clips; `close()` writes the index."""
 
-    def __init__(self, root: Path, clips_per_shard: int):
+    def __init__(self, root: Path, clips_per_shard: int, max_shard_bytes: int = MAX_SHARD_BYTES):
         self.root = Path(root)
         (self.root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-        self.clips_per_shard = clips_per_shard
-        self._frames: list[np.ndarray] = []
+        self.clips_per_shard, self.max_shard_bytes = clips_per_shard, max_shard_bytes
+        self._buffer: np.ndarray | None = None  # one preallocated shard: clips are copied in once, never stacked
         self._rows: list[dict] = []
         self._index: list[dict] = []
         self._checksums: dict[str, str] = {}
 
     def add(self, frames: np.ndarray, row: dict) -> None:
-        self._frames.append(frames)
+        if self._buffer is None:
+            per_shard = min(self.clips_per_shard, max(1, self.max_shard_bytes // frames.nbytes))
+            self._buffer = np.empty((per_shard, *frames.shape), dtype=frames.dtype)
+        if frames.shape != self._buffer.shape[1:]:
+            raise ValueError(f"clip {row.get('path', '?')} has shape {frames.shape}, the shard holds {self._buffer.shape[1:]}")
+        self._buffer[len(self._rows)] = frames
         self._rows.append(row)
-        if len(self._frames) == self.clips_per_shard:
+        if len(self._rows) == len(self._buffer):
             self._flush()
 
     def _flush(self) -> None:
-        if not self._frames:
+        if not self._rows:
             return
         name = f"{len(self._checksums):05d}.safetensors"
         path = self.root / SHARD_DIR / name
-        save_file({"frames": np.stack(self._frames)}, str(path))
+        save_file({"frames": self._buffer[: len(self._rows)]}, str(path))
         self._checksums[name] = file_sha256(path)
         self._index += [{**row, "shard": name, "row": i} for i, row in enumerate(self._rows)]
-        self._frames, self._rows = [], []
+        self._rows = []
 
     def close(self) -> pd.DataFrame:
         self._flush()
