@@ -110,6 +110,25 @@ def _logger(run: TrackedRun) -> MLFlowLogger:
     return MLFlowLogger(tracking_uri=run.tracking_uri, run_id=run.run_id, log_model=False)
 
 
+def _log_and_register(run: TrackedRun, model_name: str, model, artifact: str, signature, print_: str, card: str, tags: dict):
+    info = mlflow.pytorch.log_model(model, name=artifact, signature=signature, serialization_format="pickle", pip_requirements=PIP_REQUIREMENTS)
+    return register_version(run.client, model_name, info.model_uri, run.run_id, print_, card, tags)
+
+
+def _training_result(model_name: str, version, reused: bool, print_: str, run: TrackedRun, checkpoint: Path, **pictures) -> MaterializeResult:
+    return MaterializeResult(
+        data_version=DataVersion(print_),
+        metadata={
+            "registered_version": f"{model_name} v{version.version}",
+            "reused_existing_version": reused,
+            "fingerprint": print_,
+            "mlflow_run_id": run.run_id,
+            "checkpoint": MetadataValue.path(str(checkpoint)),
+            **pictures,
+        },
+    )
+
+
 @asset(group_name="training", code_version="1", deps=[training_clips], retry_policy=TRAINING_RETRY, kinds={"pytorch", "mlflow"})
 def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The causal video VAE, trained with Lightning on the curated clips; registered as `videodit-vae`."""
@@ -133,29 +152,14 @@ def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspac
         pairs = [v for c, r in zip(clips, recon) for v in (c, r)]
         labels = [t for caption in val["caption"] for t in (f"real: {caption}", "reconstruction")]
         sheet = log_video_samples(run, pairs, labels, "reconstructions", preset.fps, out_dir)
-        reused = existing is not None
-        if reused:
-            version = existing
-        else:
-            signature = ModelSignature(
-                inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1, -1), "video")]),
-                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1, -1), "reconstruction")]),
-            )
-            info = mlflow.pytorch.log_model(vae, name="vae", signature=signature, serialization_format="pickle", pip_requirements=PIP_REQUIREMENTS)
-            card = f"Causal video VAE, preset `{workspace.preset}`, fingerprint `{print_}`.\n\nConfig: `{json.dumps(asdict(preset.vae))}`"
-            version = register_version(run.client, VAE_MODEL, info.model_uri, run.run_id, print_, card, {"preset": workspace.preset})
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1, -1), "video")]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1, -1), "reconstruction")]),
+        )
+        card = f"Causal video VAE, preset `{workspace.preset}`, fingerprint `{print_}`.\n\nConfig: `{json.dumps(asdict(preset.vae))}`"
+        version = existing or _log_and_register(run, VAE_MODEL, vae, "vae", signature, print_, card, {"preset": workspace.preset})
         _write_pointer(workspace, "vae_model", fingerprint=print_, version=version.version, run_id=run.run_id, checkpoint=str(checkpoint))
-    return MaterializeResult(
-        data_version=DataVersion(print_),
-        metadata={
-            "registered_version": f"{VAE_MODEL} v{version.version}",
-            "reused_existing_version": reused,
-            "fingerprint": print_,
-            "mlflow_run_id": run.run_id,
-            "checkpoint": MetadataValue.path(str(checkpoint)),
-            "reconstructions": sheet,
-        },
-    )
+    return _training_result(VAE_MODEL, version, existing is not None, print_, run, checkpoint, reconstructions=sheet)
 
 
 @asset(group_name="training", code_version="1", deps=[vae_model], kinds={"pytorch", "safetensors"})
@@ -202,37 +206,24 @@ def dit_model(context: AssetExecutionContext, config: TrainingSettings, workspac
         pipeline = DiTModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
         samples = pipeline.generate(list(SAMPLE_PROMPTS), seed=0)
         sheet = log_video_samples(run, list(samples), list(SAMPLE_PROMPTS), "samples", preset.fps, out_dir)
-        reused = existing is not None
-        if reused:
-            version = existing
-        else:
-            dit = preset.dit
-            signature = ModelSignature(
-                inputs=Schema([
-                    TensorSpec(np.dtype(np.float32), (-1, dit.latent_channels, -1, -1, -1), "latents"),
-                    TensorSpec(np.dtype(np.float32), (-1,), "timestep"),
-                    TensorSpec(np.dtype(np.float32), (-1, -1, dit.text_dim), "text"),
-                    TensorSpec(np.dtype(np.bool_), (-1, -1), "text_mask"),
-                ]),
-                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, dit.latent_channels, -1, -1, -1), "velocity")]),
-            )  # fmt: skip
-            # The registered object is the whole generation pipeline (EMA DiT + VAE decoder + latent statistics):
-            # `mlflow.pytorch.load_model(uri).generate(prompts)` makes videos.
-            info = mlflow.pytorch.log_model(pipeline, name="dit", signature=signature, serialization_format="pickle", pip_requirements=PIP_REQUIREMENTS)
-            card = (f"Spacetime DiT (rectified flow) with VAE {VAE_MODEL} v{vae_pointer['version']}, preset `{workspace.preset}`, "
-                    f"fingerprint `{print_}`.\n\nConfig: `{json.dumps(asdict(preset.dit))}`")  # fmt: skip
-            version = register_version(run.client, DIT_MODEL, info.model_uri, run.run_id, print_, card,
-                                       {"preset": workspace.preset, "vae_version": str(vae_pointer["version"])})  # fmt: skip
+        dit = preset.dit
+        signature = ModelSignature(
+            inputs=Schema([
+                TensorSpec(np.dtype(np.float32), (-1, dit.latent_channels, -1, -1, -1), "latents"),
+                TensorSpec(np.dtype(np.float32), (-1,), "timestep"),
+                TensorSpec(np.dtype(np.float32), (-1, -1, dit.text_dim), "text"),
+                TensorSpec(np.dtype(np.bool_), (-1, -1), "text_mask"),
+            ]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, dit.latent_channels, -1, -1, -1), "velocity")]),
+        )  # fmt: skip
+        card = (f"Spacetime DiT (rectified flow) with VAE {VAE_MODEL} v{vae_pointer['version']}, preset `{workspace.preset}`, "
+                f"fingerprint `{print_}`.\n\nConfig: `{json.dumps(asdict(preset.dit))}`")  # fmt: skip
+        # The registered object is the whole generation pipeline (EMA DiT + VAE decoder + latent statistics):
+        # `mlflow.pytorch.load_model(uri).generate(prompts)` makes videos.
+        version = existing or _log_and_register(
+            run, DIT_MODEL, pipeline, "dit", signature, print_, card,
+            {"preset": workspace.preset, "vae_version": str(vae_pointer["version"])},
+        )  # fmt: skip
         _write_pointer(workspace, "dit_model", fingerprint=print_, version=version.version, run_id=run.run_id,
                        checkpoint=str(checkpoint), vae_version=vae_pointer["version"])  # fmt: skip
-    return MaterializeResult(
-        data_version=DataVersion(print_),
-        metadata={
-            "registered_version": f"{DIT_MODEL} v{version.version}",
-            "reused_existing_version": reused,
-            "fingerprint": print_,
-            "mlflow_run_id": run.run_id,
-            "checkpoint": MetadataValue.path(str(checkpoint)),
-            "samples": sheet,
-        },
-    )
+    return _training_result(DIT_MODEL, version, existing is not None, print_, run, checkpoint, samples=sheet)
