@@ -76,8 +76,8 @@ class DVCResource(ConfigurableResource):
 class TrackedRun:
     """One MLflow child run for one asset materialization, plus the client and URI to use with it."""
 
-    def __init__(self, client: MlflowClient, run_id: str, tracking_uri: str):
-        self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
+    def __init__(self, client: MlflowClient, run_id: str, tracking_uri: str, tags: dict[str, str]):
+        self.client, self.run_id, self.tracking_uri, self.tags = client, run_id, tracking_uri, tags
 
     def log_params(self, params: dict) -> None:
         flat = pd.json_normalize(params, sep=".").iloc[0].to_dict() if params else {}
@@ -124,6 +124,6 @@ class MLflowTracking(ConfigurableResource):
         try:
             # The fluent run ends FAILED on an exception; system metrics (CPU, memory, GPU) are sampled meanwhile.
             with mlflow.start_run(run_id=run_id, log_system_metrics=True):
-                yield TrackedRun(client, run_id, self.uri(workspace))
+                yield TrackedRun(client, run_id, self.uri(workspace), tags)
         finally:
             client.set_terminated(parent, "FINISHED")

@@ -74,6 +74,7 @@ def test_every_asset_materializes_with_real_values(pipeline):
     dit = client.get_model_version_by_alias("videodit-dit", CHALLENGER)
     assert float(dit.tags["eval.overall"]) == pytest.approx(evaluation["overall"], abs=1e-6)
     assert dit.tags["promotion.promoted"] == "True" and "Evaluation:" in dit.description
+    assert _metadata(result, "raw_videos")["dvc_md5"] in dit.description  # the model card names its data
 
 
 def test_mlflow_runs_nest_under_the_dagster_run_with_params_metrics_and_tags(pipeline):

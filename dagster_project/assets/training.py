@@ -156,7 +156,8 @@ def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspac
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1, -1), "video")]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1, -1), "reconstruction")]),
         )
-        card = f"Causal video VAE, preset `{workspace.preset}`, fingerprint `{print_}`.\n\nConfig: `{json.dumps(asdict(preset.vae))}`"
+        card = (f"Causal video VAE, preset `{workspace.preset}`, data `{run.tags['dvc.data_version']}`, fingerprint `{print_}`."
+                f"\n\nConfig: `{json.dumps(asdict(preset.vae))}`")  # fmt: skip
         version = existing or _log_and_register(run, VAE_MODEL, vae, "vae", signature, print_, card, {"preset": workspace.preset})
         _write_pointer(workspace, "vae_model", fingerprint=print_, version=version.version, run_id=run.run_id, checkpoint=str(checkpoint))
     return _training_result(VAE_MODEL, version, existing is not None, print_, run, checkpoint, reconstructions=sheet)
@@ -217,7 +218,7 @@ def dit_model(context: AssetExecutionContext, config: TrainingSettings, workspac
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, dit.latent_channels, -1, -1, -1), "velocity")]),
         )  # fmt: skip
         card = (f"Spacetime DiT (rectified flow) with VAE {VAE_MODEL} v{vae_pointer['version']}, preset `{workspace.preset}`, "
-                f"fingerprint `{print_}`.\n\nConfig: `{json.dumps(asdict(preset.dit))}`")  # fmt: skip
+                f"data `{run.tags['dvc.data_version']}`, fingerprint `{print_}`.\n\nConfig: `{json.dumps(asdict(preset.dit))}`")  # fmt: skip
         # The registered object is the whole generation pipeline (EMA DiT + VAE decoder + latent statistics):
         # `mlflow.pytorch.load_model(uri).generate(prompts)` makes videos.
         version = existing or _log_and_register(
