@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import torch
 
-from videodit.export import export_bundle, torch_generate
+from videodit.export import export_bundle, random_models, torch_generate
 from videodit.generation import OnnxVideoGenerator
-from videodit.models import MiniLMTextEncoder, SpacetimeDiT, VideoVAE
+from videodit.models import MiniLMTextEncoder
 from videodit.training.config import model_preset
 
 PROMPTS = ["a red circle moves left", "a large blue square moves up", "a small green triangle moves down"]
@@ -43,11 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     preset = model_preset(args.preset)
-    torch.manual_seed(0)
-    vae, dit = VideoVAE(preset.vae).eval(), SpacetimeDiT(preset.dit).eval()
-    with torch.no_grad():
-        for parameter in dit.parameters():
-            parameter.normal_(0.0, WEIGHT_STD)
+    vae, dit = random_models(preset, WEIGHT_STD)
     text_encoder = MiniLMTextEncoder()
     prompts = (PROMPTS * args.batch)[: args.batch]
     seeds = list(range(args.batch))

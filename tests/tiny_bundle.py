@@ -9,9 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from videodit.export import export_bundle
+from videodit.export import export_bundle, random_models
 from videodit.models import MiniLMTextEncoder, SpacetimeDiT, VideoVAE
 from videodit.training.config import model_preset
 
@@ -31,11 +29,7 @@ class TinyBundle:
 @functools.cache
 def tiny_bundle() -> TinyBundle:
     preset = model_preset("tiny")
-    torch.manual_seed(0)
-    vae, dit = VideoVAE(preset.vae).eval(), SpacetimeDiT(preset.dit).eval()
-    with torch.no_grad():
-        for parameter in dit.parameters():
-            parameter.normal_(0.0, WEIGHT_STD)
+    vae, dit = random_models(preset, WEIGHT_STD)
     text_encoder = MiniLMTextEncoder()
     out = Path(tempfile.mkdtemp(prefix="videodit-tiny-bundle-"))
     atexit.register(shutil.rmtree, out, ignore_errors=True)

@@ -40,6 +40,7 @@ from videodit.models.dit import SpacetimeDiT
 from videodit.models.rectified_flow import sample_euler
 from videodit.models.text_encoder import MiniLMTextEncoder
 from videodit.models.vae import VideoVAE
+from videodit.training.config import Preset
 
 OPSET = 18
 # Dynamic graphs accept latents up to this many times the training latent frames, height and width.
@@ -104,6 +105,17 @@ class VAEDecoderGraph(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.decoder(latents / self.latent_scale + self.latent_shift)
+
+
+def random_models(preset: Preset, weight_std: float, seed: int = 0) -> tuple[VideoVAE, SpacetimeDiT]:
+    """An untrained VAE and a DiT with every weight drawn from N(0, weight_std²), for parity checks and speed
+    benchmarks: adaLN-Zero starts a fresh DiT at zero velocity, which would make parity trivially exact."""
+    torch.manual_seed(seed)
+    vae, dit = VideoVAE(preset.vae).eval(), SpacetimeDiT(preset.dit).eval()
+    with torch.no_grad():
+        for parameter in dit.parameters():
+            parameter.normal_(0.0, weight_std)
+    return vae, dit
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names: dict[str, list[str]], shapes: dict) -> None:
