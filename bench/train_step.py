@@ -139,7 +139,7 @@ def main() -> None:
                 rows.append((name, precision, "yes" if compiled else "no", params, flops, seconds, mfu))
             ours, latte = times.values()
             rows.append(("ratio ours / Latte", precision, "yes" if compiled else "no", None, None, latte / ours, None))
-    print(f"\n| model | precision | compiled | params | GFLOP/step | step s | tokens/s | samples/s | MFU |")
+    print("\n| model | precision | compiled | params | GFLOP/step | step s | tokens/s | samples/s | MFU |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, precision, compiled, params, flops, seconds, mfu in rows:
         if params is None:

@@ -9,11 +9,10 @@ import mlflow
 import numpy as np
 from dagster import AssetCheckResult, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset, asset_check
 from PIL import Image
-from safetensors import safe_open
 
 from dagster_project.assets.evaluation import REGISTRY_RETRY, registered_model
-from dagster_project.assets.training import DIT_MODEL, FINAL_CHECKPOINT, read_pointer
-from dagster_project.resources import MLflowTracking, TrackedRun, Workspace
+from dagster_project.assets.training import DIT_MODEL, read_pointer, registered_checkpoint
+from dagster_project.resources import MLflowTracking, Workspace
 from videodit.evaluation.contact_sheet import png_data_uri
 from videodit.export import end_to_end_parity, export_bundle, graph_parity
 from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
@@ -21,6 +20,7 @@ from videodit.generation.outputs import CONTACT_SHEET_PNG
 from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
 from videodit.models.text_encoder import default_text_encoder
 from videodit.tracking.registry import CHAMPION, FINGERPRINT_TAG, alias_version, find_version, fingerprint, register_version
+from videodit.training.datamodule import LatentDataset
 from videodit.training.dit_module import DiTModule
 
 ONNX_MODEL = "videodit-onnx"
@@ -32,23 +32,19 @@ DEFAULT_PROMPTS_FILE = importlib.resources.files("videodit.generation") / "promp
 GENERATOR_REQUIREMENTS = ["onnxruntime", "tokenizers", "numpy", "videodit"]
 
 
-def _champion_checkpoint(run: TrackedRun, workspace: Workspace, version) -> Path:
+def _champion_checkpoint(workspace: Workspace, version) -> Path:
     """The champion's checkpoint: this project's own when it trained it, else from the version's MLflow run."""
     pointer = read_pointer(workspace, "dit_model")
     if str(pointer["version"]) == str(version.version) and Path(pointer["checkpoint"]).is_file():
         return Path(pointer["checkpoint"])
-    out = workspace.artifacts("onnx_models") / f"dit-v{version.version}"
-    local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=f"checkpoint/{FINAL_CHECKPOINT}", dst_path=str(out))
-    return Path(local)
+    return registered_checkpoint(version, workspace.artifacts("onnx_models") / f"dit-v{version.version}")
 
 
-def _real_latents(workspace: Workspace, n: int, shift: float, scale: float) -> tuple[list[str], np.ndarray]:
+def _real_latents(workspace: Workspace, n: int) -> tuple[list[str], np.ndarray]:
     """Validation (or train) latents as the DiT sees them (normalised), with their captions."""
     root = workspace.artifacts("video_latents")
-    path = root / "val.safetensors" if (root / "val.safetensors").is_file() else root / "train.safetensors"
-    with safe_open(str(path), framework="np") as f:
-        latents, captions = f.get_slice("latents")[:n], json.loads(f.metadata()["captions"])[:n]
-    return captions, ((latents - shift) * scale).astype(np.float32)
+    split = LatentDataset(root / "val.safetensors" if (root / "val.safetensors").is_file() else root / "train.safetensors")
+    return split.captions[:n], split.latents[:n].numpy()
 
 
 @asset(group_name="serving", code_version="1", deps=[registered_model], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})
@@ -60,7 +56,7 @@ def onnx_models(context: AssetExecutionContext, workspace: Workspace, mlflow_tra
             raise RuntimeError(f"{DIT_MODEL} has no {CHAMPION} alias in {run.tracking_uri}: materialize model_evaluation first")
         print_ = fingerprint(dit=champion.tags.get(FINGERPRINT_TAG, champion.version), code=context.assets_def.code_versions_by_key[context.asset_key])
         out_dir = workspace.artifacts("onnx_models") / f"bundle-{print_}"
-        pipeline = DiTModule.load_from_checkpoint(_champion_checkpoint(run, workspace, champion), map_location="cpu").eval()
+        pipeline = DiTModule.load_from_checkpoint(_champion_checkpoint(workspace, champion), map_location="cpu").eval()
         vae, dit = pipeline.vae.float().eval(), pipeline.ema.float().eval()
         text_encoder = default_text_encoder()
         frames, height, width = pipeline.video_shape
@@ -72,7 +68,7 @@ def onnx_models(context: AssetExecutionContext, workspace: Workspace, mlflow_tra
         started = time.monotonic()
         export_bundle(vae, dit, text_encoder, out_dir, sampler, sources)
         export_s = time.monotonic() - started
-        captions, latents = _real_latents(workspace, 2, pipeline.latent_shift, pipeline.latent_scale)
+        captions, latents = _real_latents(workspace, 2)
         diffs = graph_parity(out_dir, vae, dit, text_encoder, captions, latents)
         psnrs = end_to_end_parity(out_dir, vae, dit, text_encoder, list(PARITY_PROMPTS), [0, 1], steps=min(train.sample_steps, 10))
         parity = {"graph_max_abs_diff": diffs, "end_to_end_psnr_db": psnrs}

@@ -69,7 +69,7 @@ def _write_pointer(workspace: Workspace, asset_name: str, **info) -> None:
     (workspace.artifacts(asset_name) / POINTER_FILE).write_text(json.dumps(info, indent=2, default=str))
 
 
-def _checkpoint_from_registry(run: TrackedRun, version, out_dir: Path) -> Path:
+def registered_checkpoint(version, out_dir: Path) -> Path:
     """The final checkpoint of an already registered version: local if present, else from its MLflow run."""
     local = out_dir / FINAL_CHECKPOINT
     if not local.is_file():
@@ -95,7 +95,7 @@ def _train_or_reuse(context, run: TrackedRun, model_name: str, print_: str, out_
     existing = None if force else find_version(run.client, model_name, print_)
     if existing is not None:
         context.log.info(f"{model_name} v{existing.version} already holds this data, code and config: reusing it")
-        return existing, _checkpoint_from_registry(run, existing, out_dir)
+        return existing, registered_checkpoint(existing, out_dir)
     resume = latest_checkpoint(out_dir / "checkpoints")
     if resume is not None:
         context.log.info(f"resuming from {resume}")
