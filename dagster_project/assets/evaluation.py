@@ -1,7 +1,6 @@
 """Stage 5, evaluation and registry: score the challenger, promote it when it beats the champion."""
 
 import json
-from dataclasses import replace
 
 import pandas as pd
 from dagster import (
@@ -11,6 +10,7 @@ from dagster import (
 
 from dagster_project.assets.training import DIT_MODEL, VAE_MODEL, dit_model, read_pointer
 from dagster_project.reporting import log_video_samples
+from dagster_project.overrides import with_overrides
 from dagster_project.resources import MLflowTracking, Workspace
 from videodit.evaluation.model_report import LOWER_IS_BETTER, evaluate_pipeline
 from videodit.tracking.registry import CHALLENGER, CHAMPION, SCORE_TAG_PREFIX, alias_version, promote_if_better
@@ -34,7 +34,7 @@ class EvaluationSettings(Config):
 def model_evaluation(context: AssetExecutionContext, config: EvaluationSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """Prompt adherence (colour, shape, size, direction read back from pixels), an FVD-like score on the
     validation clips and VAE PSNR/SSIM; the challenger takes `champion` when it wins on the primary metric."""
-    settings = replace(workspace.evaluation(), **{k: v for k, v in config.model_dump().items() if v is not None})
+    settings = with_overrides(workspace.evaluation(), config)
     pointer = read_pointer(workspace, "dit_model")
     pipeline = DiTModule.load_from_checkpoint(pointer["checkpoint"], map_location="cpu").eval()
     with mlflow_tracking.asset_run(context, workspace) as run:

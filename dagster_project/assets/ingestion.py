@@ -2,18 +2,19 @@
 
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, Config, DataVersion, MaterializeResult, MetadataValue, asset
 
+from dagster_project.overrides import with_overrides
 from dagster_project.resources import DVCResource, Workspace
 from videodit.data.probe import probe_rows, write_metadata
 from videodit.data.sources import SourceError, collect_source, read_manifest, stage_source
 from videodit.data.synthetic import generate_shapes_dataset
 
 CAPTION_FILE_NAMES = ("captions.csv", "captions.jsonl")
+SOURCE_FIELDS = frozenset({"source_dir", "captions_file"})  # IngestConfig fields that are not synthetic settings
 
 
 class IngestConfig(Config):
@@ -47,9 +48,8 @@ def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: 
     shutil.rmtree(data_dir, ignore_errors=True)  # DVC keeps every earlier version in the cache and remote
     data_dir.mkdir(parents=True)
     if source is None:
-        synthetic = workspace.data().synthetic
-        overrides = {k: v for k, v in {"clips_per_combination": config.clips_per_combination, "seed": config.seed}.items() if v is not None}
-        captions = generate_shapes_dataset(data_dir, replace(synthetic, **overrides))
+        synthetic = with_overrides(workspace.data().synthetic, config, SOURCE_FIELDS)
+        captions = generate_shapes_dataset(data_dir, synthetic)
         clips = collect_source(data_dir, captions)
         stage_source(clips, data_dir, data_dir)
     else:

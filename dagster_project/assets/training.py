@@ -21,6 +21,7 @@ from safetensors import safe_open
 
 from dagster_project.assets.curation import training_clips
 from dagster_project.reporting import DagsterProgress, log_video_samples
+from dagster_project.overrides import with_overrides
 from dagster_project.resources import MLflowTracking, TrackedRun, Workspace
 from videodit.data.shards import CHECKSUMS_FILE, ClipShards
 from videodit.evaluation.model_report import reconstruct_clips
@@ -37,6 +38,7 @@ SAMPLE_PROMPTS = ("a large red circle moves left", "a small blue square moves up
 # A preempted or crashed training run is worth retrying: it resumes from its last checkpoint.
 TRAINING_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
 PIP_REQUIREMENTS = ["torch", "pytorch-lightning", "videodit"]
+TRAINING_ONLY = frozenset({"force_new_version"})  # a TrainingSettings field that is not a train-config override
 
 
 class TrainingSettings(Config):
@@ -47,11 +49,6 @@ class TrainingSettings(Config):
     lr: float | None = None
     seed: int | None = None
     force_new_version: bool = False  # train and register again even when this exact model exists
-
-
-def _overridden(train_config, settings: TrainingSettings):
-    overrides = {k: v for k, v in settings.model_dump(exclude={"force_new_version"}).items() if v is not None}
-    return replace(train_config, **overrides)
 
 
 def _data_hash(workspace: Workspace) -> str:
@@ -133,7 +130,7 @@ def _training_result(model_name: str, version, reused: bool, print_: str, run: T
 def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The causal video VAE, trained with Lightning on the curated clips; registered as `videodit-vae`."""
     preset = workspace.models()
-    preset = replace(preset, vae_train=_overridden(preset.vae_train, config))
+    preset = replace(preset, vae_train=with_overrides(preset.vae_train, config, TRAINING_ONLY))
     shards_root = workspace.artifacts("training_clips")
     print_ = fingerprint(data=_data_hash(workspace), code=context.assets_def.code_versions_by_key[context.asset_key],
                          vae=asdict(preset.vae), train=asdict(preset.vae_train))  # fmt: skip
@@ -191,7 +188,7 @@ def video_latents(context: AssetExecutionContext, workspace: Workspace) -> Mater
 def dit_model(context: AssetExecutionContext, config: TrainingSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The text-conditioned spacetime DiT trained on cached latents; registered as `videodit-dit` (challenger)."""
     preset = workspace.models()
-    preset = replace(preset, dit_train=_overridden(preset.dit_train, config))
+    preset = replace(preset, dit_train=with_overrides(preset.dit_train, config, TRAINING_ONLY))
     vae_pointer = read_pointer(workspace, "vae_model")
     print_ = fingerprint(data=_data_hash(workspace), vae=vae_pointer["fingerprint"], dit=asdict(preset.dit),
                          train=asdict(preset.dit_train), code=context.assets_def.code_versions_by_key[context.asset_key])  # fmt: skip

@@ -3,12 +3,12 @@
 
 import json
 from collections import Counter
-from dataclasses import replace
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, Config, MaterializeResult, MetadataValue, asset, asset_check
 
 from dagster_project.assets.ingestion import video_metadata
+from dagster_project.overrides import with_overrides
 from dagster_project.resources import Workspace
 from videodit.data.validation import validate_metadata, write_outcome
 
@@ -28,8 +28,7 @@ class ValidationSettings(Config):
 def validated_clips(config: ValidationSettings, workspace: Workspace) -> MaterializeResult:
     """Clips that pass the suite in `great_expectations/`; the rest are quarantined with their reasons."""
     preset = workspace.data()
-    overrides = {k: v for k, v in config.model_dump().items() if v is not None}
-    validation = replace(preset.validation, **overrides)
+    validation = with_overrides(preset.validation, config)
     metadata = pd.read_parquet(workspace.artifacts("video_metadata") / "metadata.parquet")
     outcome = validate_metadata(metadata, workspace.gx_root, validation, preset.curation)
     out_dir = workspace.artifacts("validated_clips")
