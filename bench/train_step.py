@@ -2,8 +2,10 @@
 
 Both models get the same width, heads, patching, token count, caption tokens and the same number of transformer
 blocks (a Latte "layer" is a spatial + a temporal block, so Latte gets num_layers = depth / 2), and the same
-training step: rectified-flow loss, backward, AdamW. Prints tokens/s, samples/s, the ratio ours/Latte, and MFU
-on CUDA (model FLOPs per step, counted by torch's FlopCounterMode, / step time / --peak-flops).
+training step: rectified-flow loss, backward, AdamW. Steps alternate between the two models and each model's
+time is the median of its steps, so other load on the machine hits both alike. Prints tokens/s, samples/s, the
+ratio ours/Latte, and MFU on CUDA (model FLOPs per step, counted by torch's FlopCounterMode, / step time /
+--peak-flops).
 
     python bench/train_step.py --preset demo --precision fp32 bf16 --compile
 """
@@ -11,6 +13,7 @@ on CUDA (model FLOPs per step, counted by torch's FlopCounterMode, / step time /
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -63,19 +66,25 @@ def train_step(model, optimizer, x, text, mask, dtype):
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure(model, batch, precision, steps, warmup, device):
+def measure(models: dict, batch, precision, steps, warmup, device) -> dict[str, float]:
+    """Median seconds per training step of each model. Steps alternate between the models, so load from other
+    processes on the machine slows both alike and the ratio stays meaningful."""
     x, text, mask = batch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    for _ in range(warmup):  # includes compilation when the model is compiled
-        train_step(model, optimizer, x, text, mask, precision)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, model in models.items()}
+    for name, model in models.items():
+        for _ in range(warmup):  # includes compilation when the model is compiled
+            train_step(model, optimizers[name], x, text, mask, precision)
+    times = {name: [] for name in models}
     for _ in range(steps):
-        train_step(model, optimizer, x, text, mask, precision)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+        for name, model in models.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            train_step(model, optimizers[name], x, text, mask, precision)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def step_flops(model, batch) -> int:
@@ -93,7 +102,7 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "bf16"],
                         help="default: bf16 on CUDA, fp32 and bf16 on CPU")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (median)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--peak-flops", type=float, default=989e12, help="bf16 peak for MFU (H100 SXM: 989e12)")
     args = parser.parse_args()
@@ -125,16 +134,15 @@ def main() -> None:
     rows = []
     for precision in precisions:
         for compiled in [False, True] if args.compile else [False]:
-            times = {}
+            models, stats = {}, {}
             for name, build in builders.items():
                 torch.manual_seed(0)
                 model = build().to(device).train()
-                params = sum(p.numel() for p in model.parameters())
-                flops = step_flops(model, batch) * 1.0
-                if compiled:
-                    model = torch.compile(model)
-                seconds = measure(model, batch, precision, args.steps, args.warmup, device)
-                times[name] = seconds
+                stats[name] = (sum(p.numel() for p in model.parameters()), step_flops(model, batch) * 1.0)
+                models[name] = torch.compile(model) if compiled else model
+            times = measure(models, batch, precision, args.steps, args.warmup, device)
+            for name, seconds in times.items():
+                params, flops = stats[name]
                 mfu = f"{flops / seconds / args.peak_flops:.1%}" if device.type == "cuda" else "-"
                 rows.append((name, precision, "yes" if compiled else "no", params, flops, seconds, mfu))
             ours, latte = times.values()
@@ -145,7 +153,7 @@ def main() -> None:
         if params is None:
             print(f"| **{name}** | {precision} | {compiled} | | | | **{seconds:.2f}x** | | |")
         else:
-            print(f"| {name} | {precision} | {compiled} | {params / 1e6:.2f}M | {flops / 1e9:.1f} | {seconds:.3f} | "
+            print(f"| {name} | {precision} | {compiled} | {params / 1e6:.2f}M | {flops / 1e9:.2f} | {seconds:.3f} | "
                   f"{batch_size * tokens / seconds:,.0f} | {batch_size / seconds:.1f} | {mfu} |")  # fmt: skip
 
 
