@@ -21,7 +21,7 @@ import pandas as pd
 
 from videodit.data.config import CurationConfig, ProbeConfig, SyntheticConfig, ValidationConfig
 from videodit.data.curation import curate
-from videodit.data.probe import probe_rows, write_metadata
+from videodit.data.probe import DECODED_CLIPS_DIR, METADATA_FILE, probe_rows, write_metadata
 from videodit.data.sources import collect_source, stage_source
 from videodit.data.synthetic import generate_shapes_dataset
 from videodit.data.validation import validate_metadata
@@ -39,9 +39,9 @@ def plain_decode(paths: list[Path]) -> None:
 
 def our_path(data_dir: Path, work: Path, curation: CurationConfig) -> None:
     clips = collect_source(data_dir, data_dir / "captions.csv")
-    write_metadata(probe_rows(data_dir, clips, ProbeConfig(), progress=False), work / "metadata.parquet")
-    outcome = validate_metadata(pd.read_parquet(work / "metadata.parquet"), work / "gx", ValidationConfig(), curation)
-    curate(outcome.accepted, data_dir, work / "shards", curation, progress=False)
+    write_metadata(probe_rows(data_dir, clips, ProbeConfig(), curation, progress=False), work, curation)
+    outcome = validate_metadata(pd.read_parquet(work / METADATA_FILE), work / "gx", ValidationConfig(), curation)
+    curate(outcome.accepted, work / DECODED_CLIPS_DIR, work / "shards", curation, progress=False)
 
 
 def worker(args) -> None:
