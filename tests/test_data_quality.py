@@ -1,5 +1,6 @@
 """Bad input gets a clear reason and loses nothing; cuts and static clips are caught."""
 
+import colorsys
 import json
 
 import av
@@ -10,7 +11,7 @@ from conftest import moving_square, write_video
 
 from videodit.data.config import CurationConfig, ProbeConfig, ValidationConfig
 from videodit.data.curation import center_crop, cover_size, curate, resample, split_of
-from videodit.data.probe import DECODED_CLIPS_DIR, METADATA_FILE, probe_rows, write_metadata
+from videodit.data.probe import DECODED_CLIPS_DIR, METADATA_FILE, probe_rows, rgb_to_hsv, write_metadata
 from videodit.data.shards import ClipShards
 from videodit.data.sources import SourceError, collect_source, read_captions, read_manifest, stage_source
 from videodit.data.validation import validate_metadata
@@ -152,6 +153,16 @@ def test_the_single_decode_keeps_the_training_clip_a_second_decode_would_make(me
     # Curating for another clip shape than the one decoded is refused, not silently mixed.
     with pytest.raises(ValueError, match="materialize video_metadata again"):
         curate(pd.DataFrame(), out / DECODED_CLIPS_DIR, tmp_path / "shards", CURATION, progress=False)
+
+
+def test_hsv_matches_colorsys_on_opencv_scale():
+    rgb = np.random.default_rng(0).integers(0, 256, (2000, 3), dtype=np.uint8)
+    rgb[:4] = [(0, 0, 0), (255, 255, 255), (7, 7, 7), (255, 0, 1)]  # black, white, grey, hue just below 360°
+    expected = [colorsys.rgb_to_hsv(*(c / 255 for c in px)) for px in rgb.tolist()]
+    expected = np.array([(h * 180 % 180, s * 255, v * 255) for h, s, v in expected])
+    np.testing.assert_allclose(rgb_to_hsv(rgb), expected, atol=1e-3)
+    dark = rgb_to_hsv(np.array([[20, 0, 10], [30, 0, 10]], np.uint8), dark_floor=24)
+    assert dark[0].tolist() == [0, 0, 20] and dark[1, 1] == 255
 
 
 def test_non_utf8_captions_file_is_a_clear_error(tmp_path):

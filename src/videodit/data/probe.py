@@ -58,22 +58,26 @@ METADATA_SCHEMA = pa.schema([
 
 
 def rgb_to_hsv(rgb: np.ndarray, dark_floor: float = 0.0) -> np.ndarray:
-    """uint8 RGB [..., 3] → float HSV on OpenCV's scale (H 0-180, S and V 0-255), as PySceneDetect uses.
+    """uint8 RGB [..., 3] → float32 HSV on OpenCV's scale (H 0-180, S and V 0-255), as PySceneDetect uses.
 
     Pixels darker than `dark_floor` get hue and saturation 0: there they are codec noise, and a
     (2, 0, 1) pixel would otherwise count as fully saturated.
     """
-    rgb = rgb.astype(np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    # Element-wise max/min of the three planes: much faster than a reduction over a length-3 axis.
-    v = np.maximum(np.maximum(r, g), b)
-    delta = v - np.minimum(np.minimum(r, g), b)
-    s = np.where(v > 0, 255.0 * delta / np.maximum(v, 1e-6), 0.0)
-    safe = np.maximum(delta, 1e-6)
-    h = np.where(v == r, (g - b) / safe, np.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
-    h = np.where(delta > 0, (h * 30.0) % 180.0, 0.0)
-    dark = v < dark_floor
-    return np.stack([np.where(dark, 0.0, h), np.where(dark, 0.0, s), v], axis=-1)
+    # Max, min and the hue branch are exact on the uint8 planes, and hue needs one division, not three.
+    r8, g8, b8 = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v8 = np.maximum(np.maximum(r8, g8), b8)
+    delta = (v8 - np.minimum(np.minimum(r8, g8), b8)).astype(np.float32)
+    v = v8.astype(np.float32)
+    s = 255.0 * delta / np.maximum(v, 1e-6)
+    r, g, b = r8.astype(np.float32), g8.astype(np.float32), b8.astype(np.float32)
+    is_r, is_g = v8 == r8, v8 == g8
+    offset = np.where(is_r, np.float32(0.0), np.where(is_g, np.float32(2.0), np.float32(4.0)))
+    h = (offset + np.where(is_r, g - b, np.where(is_g, b - r, r - g)) / np.maximum(delta, 1e-6)) * 30.0
+    h = np.where(h < 0, h + 180.0, h)  # grey pixels (delta 0) come out as hue 0
+    dark = v8 < dark_floor
+    hsv = np.empty(rgb.shape, np.float32)
+    hsv[..., 0], hsv[..., 1], hsv[..., 2] = np.where(dark, 0.0, h), np.where(dark, 0.0, s), v
+    return hsv
 
 
 def _caption_fields(caption: str | None) -> dict:
