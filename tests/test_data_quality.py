@@ -1,15 +1,17 @@
 """Bad input gets a clear reason and loses nothing; cuts and static clips are caught."""
 
+import colorsys
 import json
 
+import av
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import moving_square, write_video
 
 from videodit.data.config import CurationConfig, ProbeConfig, ValidationConfig
-from videodit.data.curation import curate, resample, split_of
-from videodit.data.probe import probe_rows, write_metadata
+from videodit.data.curation import center_crop, cover_size, curate, resample, split_of
+from videodit.data.probe import DECODED_CLIPS_DIR, METADATA_FILE, probe_rows, rgb_to_hsv, write_metadata
 from videodit.data.shards import ClipShards
 from videodit.data.sources import SourceError, collect_source, read_captions, read_manifest, stage_source
 from videodit.data.validation import validate_metadata
@@ -68,9 +70,9 @@ def _run(src, tmp_path):
     data_dir.mkdir()
     clips = collect_source(src, src / "captions.csv")
     stage_source(clips, src, data_dir)
-    out = tmp_path / "metadata.parquet"
-    write_metadata(probe_rows(data_dir, read_manifest(data_dir), ProbeConfig(), progress=False), out)
-    metadata = pd.read_parquet(out)
+    out = tmp_path / "video_metadata"
+    write_metadata(probe_rows(data_dir, read_manifest(data_dir), ProbeConfig(), CURATION, progress=False), out, CURATION)
+    metadata = pd.read_parquet(out / METADATA_FILE)
     outcome = validate_metadata(metadata, tmp_path / "great_expectations", ValidationConfig(), CURATION)
     return data_dir, metadata, outcome
 
@@ -110,7 +112,7 @@ def test_every_bad_input_is_quarantined_with_its_reason(messy_source, tmp_path):
 
 def test_accepted_clips_curate_to_exact_shapes_and_a_hash_split(messy_source, tmp_path):
     data_dir, _, outcome = _run(messy_source, tmp_path)
-    index = curate(outcome.accepted, data_dir, tmp_path / "shards", CURATION, progress=False)
+    index = curate(outcome.accepted, tmp_path / "video_metadata" / DECODED_CLIPS_DIR, tmp_path / "shards", CURATION, progress=False)
     shards = ClipShards(tmp_path / "shards")
     shards.verify()
     assert len(index) == 5
@@ -122,6 +124,45 @@ def test_accepted_clips_curate_to_exact_shapes_and_a_hash_split(messy_source, tm
     high = index.set_index("path").loc["high_fps.mov"]
     assert list(high["frame_times_s"])[:4] == pytest.approx([0.0, 0.125, 0.25, 0.375], abs=1 / 48)
     assert (index["split"] == "val").sum() >= 1
+
+
+def test_the_single_decode_keeps_the_training_clip_a_second_decode_would_make(messy_source, tmp_path):
+    # A wide, non-square crop at a frame rate that needs resampling, against PyAV's plain per-frame path.
+    curation = CurationConfig(fps=6, n_frames=8, height=40, width=72)
+    data_dir = tmp_path / "data"
+    stage_source(collect_source(messy_source, messy_source / "captions.csv"), messy_source, data_dir)
+    out = tmp_path / "video_metadata"
+    write_metadata(probe_rows(data_dir, read_manifest(data_dir), ProbeConfig(), curation, progress=False), out, curation)
+    decoded = ClipShards(out / DECODED_CLIPS_DIR)
+    decoded.verify()
+    # Every clip that decodes to enough frames is kept, whatever validation will decide about it.
+    assert set(decoded.index["path"]) == {
+        "good.mp4", "good_with_audio.mp4", "wide.webm", "high_fps.mov", "nested/deep.mkv", "static.mp4",
+        "cut.mp4", "good_copy.mp4", "missing_caption.mp4", "uncaptioned.mp4",
+    }  # fmt: skip
+    for row in decoded.index.itertuples():
+        with av.open(str(data_dir / row.path)) as container:
+            stream = container.streams.video[0]
+            size = cover_size(stream.width, stream.height, curation.width, curation.height)
+            frames = [DecodedFrame(float(f.time), f.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+                      for f in container.decode(stream)]  # fmt: skip
+        picked = resample(iter(frames), curation.fps, curation.n_frames)
+        expected = np.stack([center_crop(f.rgb, curation.height, curation.width) for f in picked])
+        assert np.array_equal(decoded.frames(row.shard, row.row), expected), row.path
+        assert list(row.frame_times_s) == [round(f.time_s, 6) for f in picked]
+    # Curating for another clip shape than the one decoded is refused, not silently mixed.
+    with pytest.raises(ValueError, match="materialize video_metadata again"):
+        curate(pd.DataFrame(), out / DECODED_CLIPS_DIR, tmp_path / "shards", CURATION, progress=False)
+
+
+def test_hsv_matches_colorsys_on_opencv_scale():
+    rgb = np.random.default_rng(0).integers(0, 256, (2000, 3), dtype=np.uint8)
+    rgb[:4] = [(0, 0, 0), (255, 255, 255), (7, 7, 7), (255, 0, 1)]  # black, white, grey, hue just below 360°
+    expected = [colorsys.rgb_to_hsv(*(c / 255 for c in px)) for px in rgb.tolist()]
+    expected = np.array([(h * 180 % 180, s * 255, v * 255) for h, s, v in expected])
+    np.testing.assert_allclose(rgb_to_hsv(rgb), expected, atol=1e-3)
+    dark = rgb_to_hsv(np.array([[20, 0, 10], [30, 0, 10]], np.uint8), dark_floor=24)
+    assert dark[0].tolist() == [0, 0, 20] and dark[1, 1] == 255
 
 
 def test_non_utf8_captions_file_is_a_clear_error(tmp_path):

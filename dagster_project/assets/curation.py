@@ -4,19 +4,21 @@
 import pandas as pd
 from dagster import MaterializeResult, MetadataValue, asset
 
+from dagster_project.assets.ingestion import video_metadata
 from dagster_project.assets.validation import validated_clips
 from dagster_project.resources import Workspace
 from videodit.data.curation import curate
+from videodit.data.probe import DECODED_CLIPS_DIR
 from videodit.data.shards import ClipShards
 
 
-@asset(group_name="curation", code_version="1", deps=[validated_clips], kinds={"safetensors"})
+@asset(group_name="curation", code_version="2", deps=[validated_clips, video_metadata], kinds={"safetensors"})
 def training_clips(workspace: Workspace) -> MaterializeResult:
     """Accepted clips resampled, resized and centre-cropped to the preset's training shape, in shards."""
     curation = workspace.data().curation
     accepted = pd.read_parquet(workspace.artifacts("validated_clips") / "accepted.parquet")
     out_dir = workspace.artifacts("training_clips")
-    index = curate(accepted, workspace.data_dir, out_dir, curation)
+    index = curate(accepted, workspace.artifacts("video_metadata") / DECODED_CLIPS_DIR, out_dir, curation)
     ClipShards(out_dir).verify()
     counts = index["split"].value_counts()
     return MaterializeResult(

@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Config, DataVersion, MaterializeResul
 
 from dagster_project.overrides import with_overrides
 from dagster_project.resources import DVCResource, Workspace
-from videodit.data.probe import probe_rows, write_metadata
+from videodit.data.probe import METADATA_FILE, probe_rows, write_metadata
 from videodit.data.sources import SourceError, collect_source, read_manifest, stage_source
 from videodit.data.synthetic import generate_shapes_dataset
 
@@ -74,17 +74,21 @@ def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: 
     )
 
 
-@asset(group_name="ingestion", code_version="1", deps=[raw_videos], kinds={"pyav", "parquet"})
+@asset(group_name="ingestion", code_version="2", deps=[raw_videos], kinds={"pyav", "parquet", "safetensors"})
 def video_metadata(workspace: Workspace) -> MaterializeResult:
-    """One row per clip: codec, size, fps, duration, audio, caption, scene cuts, motion, decode status."""
-    out = workspace.artifacts("video_metadata") / "metadata.parquet"
+    """One row per clip: codec, size, fps, duration, audio, caption, scene cuts, motion, decode status.
+
+    The same single decode keeps each clip's training clip at the preset's curation shape for `training_clips`.
+    """
+    out_dir = workspace.artifacts("video_metadata")
+    preset = workspace.data()
     clips = read_manifest(workspace.data_dir)
-    counts = write_metadata(probe_rows(workspace.data_dir, clips, workspace.data().probe), out)
-    preview = pd.read_parquet(out, columns=["path", "width", "height", "fps", "n_frames", "n_cuts", "motion_score", "decode_ok", "caption"]).head(10)
+    counts = write_metadata(probe_rows(workspace.data_dir, clips, preset.probe, preset.curation), out_dir, preset.curation)
+    preview = pd.read_parquet(out_dir / METADATA_FILE, columns=["path", "width", "height", "fps", "n_frames", "n_cuts", "motion_score", "decode_ok", "caption"]).head(10)
     return MaterializeResult(
         metadata={
             **counts,
-            "table": MetadataValue.path(str(out)),
+            "table": MetadataValue.path(str(out_dir / METADATA_FILE)),
             "preview": MetadataValue.md(preview.to_markdown(index=False, floatfmt=".3f")),
         }
     )

@@ -10,6 +10,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, Config, MaterializeRes
 from dagster_project.assets.ingestion import video_metadata
 from dagster_project.overrides import with_overrides
 from dagster_project.resources import Workspace
+from videodit.data.probe import METADATA_FILE
 from videodit.data.validation import validate_metadata, write_outcome
 
 SUMMARY_FILE = "summary.json"
@@ -29,7 +30,7 @@ def validated_clips(config: ValidationSettings, workspace: Workspace) -> Materia
     """Clips that pass the suite in `great_expectations/`; the rest are quarantined with their reasons."""
     preset = workspace.data()
     validation = with_overrides(preset.validation, config)
-    metadata = pd.read_parquet(workspace.artifacts("video_metadata") / "metadata.parquet")
+    metadata = pd.read_parquet(workspace.artifacts("video_metadata") / METADATA_FILE)
     outcome = validate_metadata(metadata, workspace.gx_root, validation, preset.curation)
     out_dir = workspace.artifacts("validated_clips")
     paths = write_outcome(outcome, out_dir)

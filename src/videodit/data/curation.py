@@ -1,5 +1,6 @@
-"""`training_clips`: accepted clips decoded once more, resampled to the training fps and length,
-scaled to cover the training size and centre-cropped, then written as checksummed shards.
+"""`training_clips`: accepted clips resampled to the training fps and length, scaled to cover the
+training size and centre-cropped, written as checksummed shards. The probe's single decode makes
+those training clips (`probe.py`); curation copies the accepted ones into the training shards.
 
 The train/val split is a function of each clip's sha256 alone, so adding clips never moves an old
 clip to the other side, and rebuilding from the same data version gives the same split.
@@ -16,8 +17,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from videodit.data.config import CurationConfig
-from videodit.data.shards import ShardWriter
-from videodit.data.video_io import DecodedFrame, VideoDecodeError, iter_frames, open_video
+from videodit.data.shards import ClipShards, ShardWriter
+from videodit.data.video_io import DecodedFrame, VideoDecodeError
+
+GEOMETRY_FILE = "geometry.json"
 
 
 def cover_size(width: int, height: int, target_w: int, target_h: int) -> tuple[int, int]:
@@ -55,22 +58,31 @@ def split_of(sha256: str, val_fraction: float) -> str:
     return "val" if int(sha256[:8], 16) / 0xFFFFFFFF < val_fraction else "train"
 
 
-def load_training_clip(path: Path, config: CurationConfig) -> tuple[np.ndarray, list[float]]:
-    """uint8 [T, H, W, 3] at the training fps and size, plus the source timestamps used."""
-    container, info = open_video(path)
-    with container:
-        size = cover_size(info.width, info.height, config.width, config.height)
-        frames = resample(iter_frames(container, path, size), config.fps, config.n_frames)
+def clip_geometry(config: CurationConfig) -> dict:
+    """The settings that shape a training clip; the probe records them next to the clips it decodes."""
+    return {"fps": config.fps, "n_frames": config.n_frames, "height": config.height, "width": config.width}
+
+
+def training_clip(frames: list[DecodedFrame], config: CurationConfig) -> np.ndarray | None:
+    """uint8 [T, H, W, 3] centre-cropped from resampled cover-size frames; None when too few were found."""
     if len(frames) < config.n_frames:
-        raise VideoDecodeError(path, f"only {len(frames)} of {config.n_frames} frames at {config.fps} fps")
+        return None
     clip = np.empty((config.n_frames, config.height, config.width, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
         clip[i] = center_crop(frame.rgb, config.height, config.width)
-    return clip, [round(f.time_s, 6) for f in frames]
+    return clip
 
 
-def curate(accepted: pd.DataFrame, data_dir: Path, out_dir: Path, config: CurationConfig, progress: bool = True) -> pd.DataFrame:
-    """Write the shard folder for the accepted clips; returns its index (one row per training clip)."""
+def curate(accepted: pd.DataFrame, decoded_dir: Path, out_dir: Path, config: CurationConfig, progress: bool = True) -> pd.DataFrame:
+    """Write the shard folder for the accepted clips, copying the training clips the probe decoded into
+    `decoded_dir` (a shard folder keyed by path); returns its index (one row per training clip)."""
+    decoded_dir = Path(decoded_dir)
+    made_for = json.loads((decoded_dir / GEOMETRY_FILE).read_text())
+    if made_for != clip_geometry(config):
+        raise ValueError(f"{decoded_dir} holds clips decoded for {made_for}, not {clip_geometry(config)}: "
+                         "materialize video_metadata again with this curation config")  # fmt: skip
+    decoded = ClipShards(decoded_dir)
+    location = {r["path"]: r for r in decoded.index.to_dict("records")}
     writer = ShardWriter(out_dir, config.clips_per_shard)
     rows = accepted.sort_values("path").to_dict("records")
     splits = [split_of(r["sha256"], config.val_fraction) for r in rows]
@@ -78,11 +90,13 @@ def curate(accepted: pd.DataFrame, data_dir: Path, out_dir: Path, config: Curati
         # Tiny sets can hash entirely to train; the lowest hash goes to val so evaluation has data.
         splits[min(range(len(rows)), key=lambda i: rows[i]["sha256"])] = "val"
     for row, split in zip(tqdm(rows, desc="curate", unit="clip", disable=not progress), splits):
-        frames, times = load_training_clip(Path(data_dir) / row["path"], config)
-        writer.add(frames, {
+        if row["path"] not in location:
+            raise VideoDecodeError(row["path"], f"fewer than {config.n_frames} frames at {config.fps} fps")
+        source = location[row["path"]]
+        writer.add(decoded.frames(source["shard"], source["row"]), {
             "clip_id": row["sha256"][:16], "caption": row["caption"], "split": split,
             "sha256": row["sha256"], "path": row["path"], "attributes": row["attributes"],
-            "source_fps": row["fps"], "frame_times_s": times,
+            "source_fps": row["fps"], "frame_times_s": source["frame_times_s"].tolist(),
         })  # fmt: skip
     index = writer.close()
     (Path(out_dir) / "curation.json").write_text(json.dumps(config.__dict__, indent=2))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 class VideoDecodeError(Exception):
@@ -79,20 +80,44 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
+class RGBConverter:
+    """Converts the decoded frames of one file to uint8 RGB at one size (width, height), None keeping theirs.
+
+    It keeps one swscale context for every frame: `frame.to_ndarray(format=...)` builds a new one per
+    frame, which costs more than decoding a small frame.
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int] | None = None):
+        self.path, self.size = path, size
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        width, height = self.size or (frame.width, frame.height)
+        try:
+            return self._reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(self.path, f"cannot convert a frame to RGB ({_describe(exc)})") from None
+
+
+def decode_video(container: av.container.InputContainer, path: Path) -> Iterator[av.VideoFrame]:
+    """The frames of the first video stream, in presentation order as FFmpeg returns them."""
+    try:
+        yield from container.decode(container.streams.video[0])
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(path, f"decoding failed mid-stream ({_describe(exc)})") from None
+
+
+def frame_time(frame: av.VideoFrame) -> float:
+    return float(frame.time) if frame.time is not None else float("nan")
+
+
 def iter_frames(
     container: av.container.InputContainer, path: Path, size: tuple[int, int] | None = None
 ) -> Iterator[DecodedFrame]:
     """Decode the first video stream as RGB frames, resized by FFmpeg's swscale to `size` = (width, height)."""
-    stream = container.streams.video[0]
-    try:
-        for frame in container.decode(stream):
-            # Only ask swscale to resize when the size changes: a no-op resize still costs a pass.
-            resize = {} if size in (None, (frame.width, frame.height)) else {"width": size[0], "height": size[1]}
-            rgb = frame.to_ndarray(format="rgb24", **resize)
-            time_s = float(frame.time) if frame.time is not None else float("nan")
-            yield DecodedFrame(time_s=time_s, rgb=rgb)
-    except av.error.FFmpegError as exc:
-        raise VideoDecodeError(path, f"decoding failed mid-stream ({_describe(exc)})") from None
+    to_rgb = RGBConverter(path, size)
+    for frame in decode_video(container, path):
+        yield DecodedFrame(time_s=frame_time(frame), rgb=to_rgb(frame))
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int, crf: int = 18) -> None:
