@@ -164,8 +164,11 @@ class _FrameMeasures:
         n = len(rgb) - 1
         hsv = rgb_to_hsv(rgb, self.config.dark_floor)
         hsv_change = np.abs(hsv[1:] - hsv[:-1]).reshape(n, -1).mean(axis=1)
-        rgb16 = rgb.astype(np.int16)
-        moved = (np.abs(rgb16[1:] - rgb16[:-1]) > self.config.motion_pixel_delta).any(axis=-1)
+        # |a - b| on uint8 without a wider copy, and the channel max plane by plane: a reduction over a
+        # length-3 axis is ~9x slower. A pixel moved when any channel changed by more than the delta.
+        later, earlier = rgb[1:], rgb[:-1]
+        change = np.maximum(later, earlier) - np.minimum(later, earlier)
+        moved = np.maximum(np.maximum(change[..., 0], change[..., 1]), change[..., 2]) > self.config.motion_pixel_delta
         self.moving += [float(m) for m in moved.reshape(n, -1).mean(axis=1)]
         times = self.times[len(self.times) - n :]
         self.cuts += [round(t, 6) for t, change in zip(times, hsv_change) if change > self.config.cut_threshold]
