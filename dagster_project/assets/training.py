@@ -126,7 +126,7 @@ def _training_result(model_name: str, version, reused: bool, print_: str, run: T
     )
 
 
-@asset(group_name="training", code_version="1", deps=[training_clips], retry_policy=TRAINING_RETRY, kinds={"pytorch", "mlflow"})
+@asset(group_name="training", code_version="2", deps=[training_clips], retry_policy=TRAINING_RETRY, kinds={"pytorch", "mlflow"})
 def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The causal video VAE, trained with Lightning on the curated clips; registered as `videodit-vae`."""
     preset = workspace.models()

@@ -1,7 +1,9 @@
-"""Causal 3D-convolutional video VAE (CausalVAE / CogVideoX style) plus PSNR and SSIM.
+"""Causal 3D-convolutional video VAE (CausalVAE / CogVideoX style).
 
-Layout is [B, C, T, H, W] in [-1, 1]. Every temporal operation is causal, so latent frame 0 depends on
-video frame 0 alone: an image is a 1-frame video and encodes exactly like the first frame of a clip.
+Layout is [B, C, T, H, W] in [-1, 1]. Time is compressed first, by stacking r consecutive frames into the
+channels of one latent frame (`frames_to_channels`); causal 3D convs then work on latent frames and strided
+convs compress space. Every temporal operation is causal, so latent frame 0 depends on video frame 0 alone:
+an image is a 1-frame video and encodes exactly like the first frame of a clip.
 
 Frame rule: with temporal compression r, T frames are padded by repeating the last frame up to 1 + r*k
 (k = ceil((T-1)/r)), encoded to 1 + k latent frames, and `decode(z, num_frames=T)` trims the output back to T.
@@ -19,17 +21,25 @@ from torch import nn
 
 from videodit.training.config import VAEConfig
 
+INITIAL_LOGVAR = -6.0
+
 
 class CausalConv3d(nn.Module):
-    """3D convolution whose output at frame t sees frames <= t: the past is padded by repeating the first frame."""
+    """3D convolution whose output at frame t sees frames <= t: the past is padded by repeating the first frame.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, spatial_stride: int = 1):
+    The taps on past frames start at zero, so a fresh network codes every frame on its own and learns what to
+    take from the past (the 2D-to-3D "inflation" init of MAGVIT and CogVideoX; random past taps train slower).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int = 3, spatial_stride: int = 1):
         super().__init__()
-        self.time_pad = kernel_size - 1
+        self.time_pad = temporal_kernel - 1
         self.conv = nn.Conv3d(
-            in_channels, out_channels, kernel_size, stride=(1, spatial_stride, spatial_stride),
-            padding=(0, kernel_size // 2, kernel_size // 2),
+            in_channels, out_channels, (temporal_kernel, 3, 3), stride=(1, spatial_stride, spatial_stride),
+            padding=(0, 1, 1),
         )  # fmt: skip
+        with torch.no_grad():
+            self.conv.weight[:, :, :-1].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.time_pad:
@@ -52,46 +62,43 @@ def norm(channels: int) -> FrameGroupNorm:
     return FrameGroupNorm(min(32, channels // 4), channels, eps=1e-6)
 
 
-class ResBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.norm1, self.conv1 = norm(in_channels), CausalConv3d(in_channels, out_channels)
-        self.norm2, self.conv2 = norm(out_channels), CausalConv3d(out_channels, out_channels)
-        self.skip = nn.Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+class ConvBlock(nn.Sequential):
+    """Causal conv, per-frame GroupNorm, SiLU; a stride of 2 halves H and W."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
-
-
-class Downsample(nn.Module):
-    """Halves H and W with a strided conv; optionally maps 1 + 2m frames to 1 + m (frame 0 kept on its own)."""
-
-    def __init__(self, channels: int, temporal: bool):
-        super().__init__()
-        self.temporal = temporal
-        self.conv = CausalConv3d(channels, channels, spatial_stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.temporal and x.shape[2] > 1:
-            rest = F.avg_pool3d(x[:, :, 1:], kernel_size=(2, 1, 1))
-            x = torch.cat([x[:, :, :1], rest], dim=2)
-        return self.conv(x)
+    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int, spatial_stride: int = 1):
+        super().__init__(
+            CausalConv3d(in_channels, out_channels, temporal_kernel, spatial_stride), norm(out_channels), nn.SiLU()
+        )
 
 
 class Upsample(nn.Module):
-    """Doubles H and W; optionally maps 1 + m frames to 1 + 2m (the inverse of Downsample)."""
+    """Doubles H and W: nearest-neighbour, then a conv block."""
 
-    def __init__(self, channels: int, temporal: bool):
+    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int):
         super().__init__()
-        self.temporal = temporal
-        self.conv = CausalConv3d(channels, channels)
+        self.block = ConvBlock(in_channels, out_channels, temporal_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.temporal and x.shape[2] > 1:
-            x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(2, dim=2)], dim=2)
-        return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
+        return self.block(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
+
+
+def frames_to_channels(x: torch.Tensor, r: int) -> torch.Tensor:
+    """[B, C, 1 + r*k, H, W] -> [B, C*r, 1 + k, H, W]: each latent frame holds r consecutive frames as channels.
+
+    r - 1 copies of frame 0 go in front, so latent frame 0 holds frame 0 alone (the causal layout) and latent
+    frame j >= 1 holds frames r(j-1)+1 .. rj. Compressing time by a reshape, not by pooling, hands the network
+    every frame's pixels: pooled frames must be told apart by learned temporal filters first, which trains slowly.
+    """
+    b, c, t, h, w = x.shape
+    x = torch.cat([x[:, :, :1].expand(-1, -1, r - 1, -1, -1), x], dim=2)
+    return x.view(b, c, t // r + 1, r, h, w).transpose(2, 3).reshape(b, c * r, t // r + 1, h, w)
+
+
+def channels_to_frames(x: torch.Tensor, r: int) -> torch.Tensor:
+    """The inverse of `frames_to_channels`: [B, C*r, 1 + k, H, W] -> [B, C, 1 + r*k, H, W]."""
+    b, cr, n, h, w = x.shape
+    x = x.view(b, cr // r, r, n, h, w).transpose(2, 3).reshape(b, cr // r, n * r, h, w)
+    return x[:, :, r - 1 :]
 
 
 @dataclass
@@ -109,50 +116,42 @@ class DiagonalGaussian:
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).mean()
 
 
-def levels(config: VAEConfig) -> tuple[int, int]:
-    """(number of spatial 2x steps, number of temporal 2x steps) the config asks for."""
-    return int(math.log2(config.spatial_compression)), int(math.log2(config.temporal_compression))
-
-
 class Encoder(nn.Module):
     def __init__(self, config: VAEConfig):
         super().__init__()
-        n_spatial, n_temporal = levels(config)
-        ch = config.channels
-        self.conv_in = CausalConv3d(config.in_channels, ch[0])
-        blocks: list[nn.Module] = []
+        ch, kt = config.channels, config.temporal_kernel
+        self.temporal_compression = config.temporal_compression
+        layers: list[nn.Module] = [ConvBlock(config.in_channels * config.temporal_compression, ch[0], kt)]
         for level, width in enumerate(ch):
-            prev = ch[max(level - 1, 0)]
-            blocks += [ResBlock(prev if i == 0 else width, width) for i in range(config.blocks_per_level)]
-            if level < n_spatial:
-                # Temporal compression happens in the first (high-resolution) levels: the later convs see fewer frames.
-                blocks.append(Downsample(width, temporal=level < n_temporal))
-        self.blocks = nn.Sequential(*blocks, ResBlock(ch[-1], ch[-1]))
-        self.norm_out = norm(ch[-1])
-        self.conv_out = CausalConv3d(ch[-1], 2 * config.latent_channels)
+            layers += [ConvBlock(width, width, kt) for _ in range(config.blocks_per_level)]
+            if level < len(ch) - 1:
+                layers.append(ConvBlock(width, ch[level + 1], kt, spatial_stride=2))
+        layers.append(CausalConv3d(ch[-1], 2 * config.latent_channels, kt))
+        self.layers = nn.Sequential(*layers)
+        with torch.no_grad():
+            # Posterior std starts at exp(-3) = 0.05: at std 1 the sampling noise drowns the small latent
+            # differences (a shape's colour) that a fresh encoder produces, and they take far longer to learn.
+            layers[-1].conv.bias[config.latent_channels :] = INITIAL_LOGVAR
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(x)))))
+        return self.layers(frames_to_channels(x, self.temporal_compression))
 
 
 class Decoder(nn.Module):
     def __init__(self, config: VAEConfig):
         super().__init__()
-        n_spatial, n_temporal = levels(config)
-        ch = config.channels
-        self.conv_in = CausalConv3d(config.latent_channels, ch[-1])
-        blocks: list[nn.Module] = [ResBlock(ch[-1], ch[-1])]
+        ch, kt = config.channels, config.temporal_kernel
+        self.temporal_compression = config.temporal_compression
+        layers: list[nn.Module] = [ConvBlock(config.latent_channels, ch[-1], kt)]
         for level in reversed(range(len(ch))):
-            width, prev = ch[level], ch[min(level + 1, len(ch) - 1)]
-            blocks += [ResBlock(prev if i == 0 else width, width) for i in range(config.blocks_per_level)]
+            layers += [ConvBlock(ch[level], ch[level], kt) for _ in range(config.blocks_per_level)]
             if level > 0:
-                blocks.append(Upsample(width, temporal=level - 1 < n_temporal))
-        self.blocks = nn.Sequential(*blocks)
-        self.norm_out = norm(ch[0])
-        self.conv_out = CausalConv3d(ch[0], config.in_channels)
+                layers.append(Upsample(ch[level], ch[level - 1], kt))
+        layers.append(CausalConv3d(ch[0], config.in_channels * config.temporal_compression, kt))
+        self.layers = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
+        return channels_to_frames(self.layers(z), self.temporal_compression)
 
 
 class VideoVAE(nn.Module):

@@ -21,22 +21,26 @@ class VAEConfig:
     latent_channels: int = 4
     # Width of each resolution level; there are log2(spatial_compression) + 1 levels.
     channels: tuple[int, ...] = (64, 128, 256, 256)
-    blocks_per_level: int = 1
+    blocks_per_level: int = 1  # conv blocks at each level besides the ones that change resolution
     temporal_compression: int = 4
     spatial_compression: int = 8
+    # Time taps of every causal conv, counted in latent frames (each already holds temporal_compression frames);
+    # 1 codes every latent frame on its own.
+    temporal_kernel: int = 3
 
     def __post_init__(self):
         self.channels = tuple(self.channels)
         _power_of_two("spatial_compression", self.spatial_compression)
-        _power_of_two("temporal_compression", self.temporal_compression)
+        if self.temporal_compression < 1:
+            raise ValueError(f"temporal_compression={self.temporal_compression} must be at least 1")
         n_levels = int(math.log2(self.spatial_compression)) + 1
         if len(self.channels) != n_levels:
             raise ValueError(
                 f"channels={self.channels} has {len(self.channels)} levels; "
                 f"spatial_compression={self.spatial_compression} needs {n_levels}"
             )
-        if self.temporal_compression > self.spatial_compression:
-            raise ValueError("temporal_compression may not exceed spatial_compression (time is halved at a spatial level)")
+        if self.temporal_kernel < 1:
+            raise ValueError(f"temporal_kernel={self.temporal_kernel} must be at least 1")
 
 
 @dataclass
@@ -87,7 +91,15 @@ class TrainConfig:
 @dataclass
 class VAETrainConfig(TrainConfig):
     lr: float = 2e-4
-    kl_weight: float = 1e-4  # weight of the per-element KL against the per-pixel L1
+    kl_weight: float = 1e-4  # weight of the per-element KL against the per-pixel reconstruction terms
+    # Reconstruction = l1_weight * L1 + mse_weight * MSE. On the shapes set (measured, demo VAE, 600 steps) L1 sits
+    # at all-black for long and reaches colour/shape read-back of 77%/68%; MSE reaches 100%/86%.
+    l1_weight: float = 0.0
+    mse_weight: float = 1.0
+    # Extra weight on pixels that stand out from the clip's median colour. A small object on a plain background
+    # is a few percent of the pixels; unweighted, a grey blob nearly minimises the mean loss and colour comes
+    # last (measured: MSE without it reconstructs every shape white after 600 steps).
+    foreground_weight: float = 5.0
     clip_frames: int = 0  # train on random windows of this many frames; 0 = whole clips
     crop_size: int = 0  # train on random square crops of this side; 0 = whole frames
     cpu_bf16: bool = False  # bf16 conv3d has no fast CPU kernel
@@ -142,10 +154,13 @@ def model_preset(name: str) -> Preset:
         # Sized by measurement on a 2-core AVX2 CPU (fp32): VAE + latent cache + DiT in about 8 minutes.
         return Preset(
             name="demo", frames=16, height=64, width=64, fps=8,
-            vae=VAEConfig(channels=(8, 32, 64), spatial_compression=4),
+            # Shallow, per-latent-frame VAE: on 2 CPU cores for ~1 minute it learns colour, shape and motion
+            # (measured: 20.5 dB, attributes read back from 98-100% of reconstructions); deeper stacks or past
+            # taps (temporal_kernel=3) reach 15-18 dB and lose colour in that time.
+            vae=VAEConfig(channels=(32, 32, 32), spatial_compression=4, blocks_per_level=0, temporal_kernel=1),
             dit=DiTConfig(hidden_size=128, depth=4, num_heads=4, patch_size=(1, 4, 4)),
-            vae_train=VAETrainConfig(max_steps=400, batch_size=4, lr=2e-3, warmup_steps=20, clip_frames=9, crop_size=32,
-                                     val_every_steps=200, val_batches=2, checkpoint_every_steps=200),
+            vae_train=VAETrainConfig(max_steps=900, batch_size=4, lr=5e-3, warmup_steps=20, crop_size=32,
+                                     val_every_steps=450, val_batches=2, checkpoint_every_steps=450),
             dit_train=DiTTrainConfig(max_steps=700, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.99,
                                      val_every_steps=350, val_batches=2, checkpoint_every_steps=350),
         )  # fmt: skip
