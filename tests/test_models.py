@@ -8,7 +8,7 @@ import torch
 from videodit.models.dit import SpacetimeDiT
 from videodit.models.rectified_flow import rectified_flow_loss, sample_euler, sample_timesteps
 from videodit.models.text_encoder import MiniLMTextEncoder
-from videodit.models.vae import VideoVAE
+from videodit.models.vae import VideoVAE, channels_to_frames, frames_to_channels
 from videodit.training.config import DiTConfig, Preset, VAEConfig, model_preset
 
 
@@ -55,6 +55,16 @@ def test_vae_is_causal_an_image_encodes_like_the_first_frame(vae):
         prefix = vae.encode(video[:, :, :5]).mean
     torch.testing.assert_close(first[:, :, 0], whole[:, :, 0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(prefix, whole[:, :, :2], atol=1e-5, rtol=1e-4)
+
+
+def test_time_is_compressed_by_stacking_frames_into_channels_and_back():
+    video = torch.arange(3 * 9 * 2 * 2, dtype=torch.float32).view(1, 3, 9, 2, 2)
+    stacked = frames_to_channels(video, 4)
+    assert stacked.shape == (1, 12, 3, 2, 2)
+    # Latent frame 0 holds frame 0 alone (four copies); latent frame 2 holds frames 5..8, channel-major.
+    torch.testing.assert_close(stacked[0, :, 0].view(3, 4, 2, 2), video[0, :, :1].expand(3, 4, 2, 2))
+    torch.testing.assert_close(stacked[0, :, 2].view(3, 4, 2, 2), video[0, :, 5:9])
+    torch.testing.assert_close(channels_to_frames(stacked, 4), video)
 
 
 @pytest.mark.parametrize("shape", [(1, 4, 4), (5, 4, 4), (3, 4, 8), (2, 8, 2), (1, 6, 10)])

@@ -3,6 +3,7 @@ import itertools
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from videodit.data.config import SyntheticConfig
 from videodit.data.synthetic import (
@@ -39,6 +40,19 @@ def test_every_clip_moves_its_direction_far_enough_and_stays_inside():
         assert abs(along) >= 0.4 * side - 1.5  # ≥ 40% of the frame side, within rasterisation
         area = (frames[0].max(axis=-1) > 0).sum()
         assert area > 0
+
+
+def test_position_jitter_narrows_the_paths():
+    def paths(jitter):
+        config = SyntheticConfig(n_frames=8, height=64, width=64, position_jitter=jitter)
+        clips = [render_clip("square", "red", "large", "right", config, np.random.default_rng(seed)) for seed in range(6)]
+        return np.array([np.stack(_centroids(frames)) for frames in clips])  # [clip, x/y, frame]
+
+    fixed, narrow, full = paths(0.0), paths(0.2), paths(1.0)
+    assert np.ptp(fixed, axis=0).max() == 0  # one path for every seed
+    assert 0 < np.ptp(narrow, axis=0).max() < 0.3 * np.ptp(full, axis=0).max()
+    with pytest.raises(ValueError, match="position_jitter"):
+        SyntheticConfig(position_jitter=1.5)
 
 
 def test_default_dataset_covers_every_combination_and_is_reproducible(tmp_path):

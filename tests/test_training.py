@@ -14,11 +14,11 @@ from videodit.data.shards import ShardWriter
 from videodit.data.synthetic import COLOURS, DIRECTIONS, SHAPES, caption_for, render_clip
 from videodit.evaluation.image_quality import psnr
 from videodit.models.vae import VideoVAE
-from videodit.training.config import model_preset
+from videodit.training.config import VAETrainConfig, model_preset
 from videodit.training.datamodule import ClipDataModule, LatentDataModule, ResumableBatchSampler, to_uint8_videos
 from videodit.training.dit_module import DiTModule, train_dit
 from videodit.training.latents import encode_latents
-from videodit.training.vae_module import VAEModule, train_vae
+from videodit.training.vae_module import VAEModule, reconstruction_loss, train_vae
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,20 @@ def test_vae_training_raises_reconstruction_psnr(shards_root, tmp_path):
     after = val_psnr(module.vae)
     assert after > before + 3.0, (before, after)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_reconstruction_loss_weights_pixels_that_stand_out_from_the_clip():
+    video = -torch.ones(1, 3, 2, 8, 8)
+    video[:, 0, :, 2:4, 2:4] = 1.0  # a red 2x2 square on black: 8 of 128 pixel positions
+    recon = video.clone()
+    recon[:, 0, :, 2:4, 2:4] = 0.0  # off by 1 on the square only
+    recon[:, 1, :, 6, 6] = -0.5  # off by 0.5 on one background pixel per frame
+    config = VAETrainConfig(l1_weight=1.0, mse_weight=2.0, foreground_weight=5.0)
+    terms = reconstruction_loss(recon, video, config)
+    elements = 3 * 2 * 8 * 8
+    assert terms["l1"].item() == pytest.approx((8 * 1.0 * 6 + 2 * 0.5) / elements)
+    assert terms["mse"].item() == pytest.approx((8 * 1.0 * 6 + 2 * 0.25) / elements)
+    assert terms["reconstruction"].item() == pytest.approx(terms["l1"].item() + 2 * terms["mse"].item())
 
 
 def test_encode_latents_writes_normalisable_latents_and_captions(latents_dir):

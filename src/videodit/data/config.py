@@ -17,6 +17,14 @@ class SyntheticConfig:
     # Keep only this many clips (a seeded sample of the combinations); None keeps every combination.
     max_clips: int | None = None
     seed: int = 0
+    # How much of the random range each clip's start, path length and cross position span: 1 anywhere the shape
+    # fits, 0 one path per size and direction. Below 1 the layout is narrower, so a small model learns the
+    # attributes from fewer steps.
+    position_jitter: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.position_jitter <= 1.0:
+            raise ValueError(f"position_jitter={self.position_jitter} must lie in [0, 1]")
 
 
 @dataclass(frozen=True)

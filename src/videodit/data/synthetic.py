@@ -65,16 +65,23 @@ def shape_mask(shape: str, height: int, width: int, cx: float, cy: float, side: 
 def render_clip(
     shape: str, colour: str, size: str, direction: str, config: SyntheticConfig, rng: np.random.Generator
 ) -> np.ndarray:
-    """uint8 frames [T, H, W, 3]: the shape crosses ≥ 40% of the frame at constant speed, fully inside it."""
+    """uint8 frames [T, H, W, 3]: the shape crosses ≥ 40% of the frame at constant speed, fully inside it.
+
+    Random draws narrow about their middles by `config.position_jitter`."""
     height, width, n = config.height, config.width, config.n_frames
     side = SIZES[size] * min(height, width)
     dx, dy = DIRECTIONS[direction]
     along = width if dx else height
     across = height if dx else width
     room = along - side  # centre positions that keep the shape inside the frame
-    travel = rng.uniform(MIN_TRAVEL * along, room)
-    start = rng.uniform(side / 2, side / 2 + room - travel)
-    cross = rng.uniform(side / 2, across - side / 2)
+
+    def draw(low: float, high: float) -> float:  # uniform, narrowed about the middle by position_jitter
+        middle = (low + high) / 2
+        return middle + config.position_jitter * (rng.uniform(low, high) - middle)
+
+    travel = draw(MIN_TRAVEL * along, room)
+    start = draw(side / 2, side / 2 + room - travel)
+    cross = draw(side / 2, across - side / 2)
     frames = np.zeros((n, height, width, 3), dtype=np.uint8)
     for t in range(n):
         pos = start + travel * t / max(n - 1, 1)

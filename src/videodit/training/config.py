@@ -161,8 +161,10 @@ def model_preset(name: str) -> Preset:
             dit=DiTConfig(hidden_size=128, depth=4, num_heads=4, patch_size=(1, 4, 4)),
             vae_train=VAETrainConfig(max_steps=900, batch_size=4, lr=5e-3, warmup_steps=20, crop_size=32,
                                      val_every_steps=450, val_batches=2, checkpoint_every_steps=450),
-            dit_train=DiTTrainConfig(max_steps=700, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.99,
-                                     val_every_steps=350, val_batches=2, checkpoint_every_steps=350),
+            # timestep_mean 1.5 puts most steps at high noise, where layout and motion are decided; at the default
+            # 0 a DiT this small and this briefly trained draws scattered blobs (measured: 9% vs 45% adherence).
+            dit_train=DiTTrainConfig(max_steps=2200, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.99,
+                                     timestep_mean=1.5, val_every_steps=1100, val_batches=2, checkpoint_every_steps=1100),
         )  # fmt: skip
     if name == "base":
         return Preset(
