@@ -46,8 +46,8 @@ OPSET = 18
 # Dynamic graphs accept latents up to this many times the training latent frames, height and width.
 MAX_SIZE_FACTOR = 4
 MAX_BATCH = 256
-# The VAE's Upsample branches on `frames > 1` and repeats frames 1..t-1, which torch.export cannot keep
-# symbolic down to a single repeated frame: dynamic graphs take three or more latent frames.
+# Dynamic graphs take three or more latent frames: torch.export specialises sizes 0 and 1, and the graphs are
+# exported and parity-checked from this length up.
 MIN_LATENT_FRAMES = 3
 SAMPLER_KEYS = ("steps", "guidance", "fps", "frames", "height", "width")
 PARITY_SEED = 0
