@@ -54,7 +54,8 @@ class VAEModule(pl.LightningModule):
         terms = reconstruction_loss(recon, video, self.train_config)
         kl = posterior.kl().float()
         loss = terms["reconstruction"] + self.train_config.kl_weight * kl
-        self.log_dict({"train/loss": loss, "train/l1": terms["l1"], "train/mse": terms["mse"], "train/kl": kl}, prog_bar=True)
+        metrics = {"train/loss": loss, "train/l1": terms["l1"], "train/mse": terms["mse"], "train/kl": kl}
+        self.log_dict(metrics, prog_bar=True)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
         return loss
 
