@@ -57,6 +57,11 @@ METADATA_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
+def channel_max(pixels: np.ndarray) -> np.ndarray:
+    """Max over the last (RGB) axis, plane by plane: ~9x faster than a reduction over a length-3 axis."""
+    return np.maximum(np.maximum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
+
+
 def rgb_to_hsv(rgb: np.ndarray, dark_floor: float = 0.0) -> np.ndarray:
     """uint8 RGB [..., 3] → float32 HSV on OpenCV's scale (H 0-180, S and V 0-255), as PySceneDetect uses.
 
@@ -65,7 +70,7 @@ def rgb_to_hsv(rgb: np.ndarray, dark_floor: float = 0.0) -> np.ndarray:
     """
     # Max, min and the hue branch are exact on the uint8 planes, and hue needs one division, not three.
     r8, g8, b8 = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v8 = np.maximum(np.maximum(r8, g8), b8)
+    v8 = channel_max(rgb)
     delta = (v8 - np.minimum(np.minimum(r8, g8), b8)).astype(np.float32)
     v = v8.astype(np.float32)
     s = 255.0 * delta / np.maximum(v, 1e-6)
@@ -164,11 +169,9 @@ class _FrameMeasures:
         n = len(rgb) - 1
         hsv = rgb_to_hsv(rgb, self.config.dark_floor)
         hsv_change = np.abs(hsv[1:] - hsv[:-1]).reshape(n, -1).mean(axis=1)
-        # |a - b| on uint8 without a wider copy, and the channel max plane by plane: a reduction over a
-        # length-3 axis is ~9x slower. A pixel moved when any channel changed by more than the delta.
+        # |a - b| on uint8 without a wider copy. A pixel moved when any channel changed by more than the delta.
         later, earlier = rgb[1:], rgb[:-1]
-        change = np.maximum(later, earlier) - np.minimum(later, earlier)
-        moved = np.maximum(np.maximum(change[..., 0], change[..., 1]), change[..., 2]) > self.config.motion_pixel_delta
+        moved = channel_max(np.maximum(later, earlier) - np.minimum(later, earlier)) > self.config.motion_pixel_delta
         self.moving += [float(m) for m in moved.reshape(n, -1).mean(axis=1)]
         times = self.times[len(self.times) - n :]
         self.cuts += [round(t, 6) for t, change in zip(times, hsv_change) if change > self.config.cut_threshold]

@@ -162,8 +162,8 @@ class OnnxVideoGenerator:
         self.spec = BundleSpec.load(bundle_dir)
         self.providers = providers or default_providers()
         # The text encoder and decoder run once per batch: their idle threads must not spin on the cores the
-        # DiT's steps need next (measured on 2 cores, demo size: 298 -> 171 ms per batch of 2). The DiT keeps spinning
-        # between its back-to-back steps.
+        # DiT's steps need next (measured on 2 cores, demo size: 298 -> 171 ms per batch of 2). The DiT keeps
+        # spinning between its back-to-back steps.
         run_once = ort.SessionOptions()
         run_once.add_session_config_entry("session.intra_op.allow_spinning", "0")
         root = self.spec.root

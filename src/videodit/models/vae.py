@@ -31,7 +31,7 @@ class CausalConv3d(nn.Module):
     take from the past (the 2D-to-3D "inflation" init of MAGVIT and CogVideoX; random past taps train slower).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int = 3, spatial_stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int, spatial_stride: int = 1):
         super().__init__()
         self.time_pad = temporal_kernel - 1
         self.conv = nn.Conv3d(
