@@ -17,7 +17,9 @@ from videodit.models.vae import VideoVAE
 from videodit.training.config import VAETrainConfig, model_preset
 from videodit.training.datamodule import ClipDataModule, LatentDataModule, ResumableBatchSampler, to_uint8_videos
 from videodit.training.dit_module import DiTModule, train_dit
+from videodit.training.ema import update_ema
 from videodit.training.latents import encode_latents
+from videodit.training.trainer import warmup_cosine_adamw
 from videodit.training.vae_module import VAEModule, reconstruction_loss, train_vae
 
 
@@ -147,6 +149,29 @@ def test_dit_trains_generates_and_reloads_from_checkpoint(latents_dir, tmp_path)
     for name, tensor in module.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name], tensor, atol=0, rtol=0, msg=name)
     torch.testing.assert_close(reloaded.generate(prompts, seed=3, steps=3), videos, atol=0, rtol=0)
+
+
+def test_ema_moves_every_parameter_toward_the_model():
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in ema.parameters()]
+    update_ema(ema, model, decay=0.75)
+    for averaged, old, current in zip(ema.parameters(), before, model.parameters()):
+        torch.testing.assert_close(averaged, 0.75 * old + 0.25 * current)
+    with pytest.raises(ValueError, match="EMA has 2 parameters but the model 1"):
+        update_ema(ema, torch.nn.Linear(3, 2, bias=False), decay=0.75)
+
+
+def test_adamw_is_fused_unless_lightning_must_clip_under_mixed_precision():
+    params = torch.nn.Linear(3, 2).parameters
+    fp32 = warmup_cosine_adamw(params(), tiny(precision="32-true").dit_train)["optimizer"]
+    mixed = warmup_cosine_adamw(params(), tiny(precision="bf16-mixed").dit_train)["optimizer"]
+    assert fp32.defaults["fused"] and not mixed.defaults["fused"]
+
+
+def test_dit_trains_under_bf16_mixed_with_gradient_clipping(latents_dir, tmp_path):
+    vae = VideoVAE(model_preset("tiny").vae)
+    module = train_dit(latents_dir, vae, tiny(max_steps=2, precision="bf16-mixed", grad_clip=0.5), tmp_path)
+    assert module.trainer.global_step == 2 and torch.isfinite(module.trainer.callback_metrics["train/loss"])
 
 
 def test_resume_continues_at_the_same_step_and_data_position(latents_dir, tmp_path):

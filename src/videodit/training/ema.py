@@ -13,8 +13,10 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter; buffers are copied."""
-    for averaged, current in zip(ema.parameters(), model.parameters(), strict=True):
-        averaged.lerp_(current.detach().to(averaged.dtype), 1 - decay)
+    """ema <- decay * ema + (1 - decay) * model, all parameters in one foreach call; buffers are copied."""
+    averaged, current = list(ema.parameters()), list(model.parameters())
+    if len(averaged) != len(current):
+        raise ValueError(f"EMA has {len(averaged)} parameters but the model {len(current)}")
+    torch._foreach_lerp_(averaged, [c.detach().to(a.dtype) for a, c in zip(averaged, current)], 1 - decay)
     for averaged, current in zip(ema.buffers(), model.buffers(), strict=True):
         averaged.copy_(current)
