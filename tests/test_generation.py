@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+import torch
+from torch.export import Dim
 
 from tiny_bundle import tiny_bundle
 from videodit.cli import main
+from videodit.export.onnx_export import TextEncoderGraph, _export
 from videodit.generation import OnnxVideoGenerator
 
 NON_ASCII_PROMPT = "un cercle rouge se déplace à gauche 🚀"
@@ -51,6 +55,32 @@ def test_empty_prompt_is_refused(generator, prompt):
 def test_long_prompt_is_truncated_with_a_warning(generator):
     with pytest.warns(UserWarning, match="prompt truncated to 32 tokens"):
         (video,) = generator.generate([LONG_PROMPT], [0], steps=1)
+    assert video.shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+
+def test_captions_are_padded_to_the_longest_prompt_with_the_same_values(generator, bundle_dir):
+    prompts = ["a red circle moves left", "a large blue square moves up slowly", ""]
+    tokens, mask = generator.encode_text(prompts)
+    lengths = mask.sum(1)
+    assert mask.shape[1] == lengths.max() < 32 and lengths.min() == 2
+    full_tokens, full_mask = tiny_bundle().text_encoder.encode(prompts)  # padded to max_tokens
+    np.testing.assert_array_equal(full_mask[:, : mask.shape[1]].numpy(), mask)
+    np.testing.assert_allclose(tokens[mask], full_tokens.numpy()[:, : mask.shape[1]][mask], atol=1e-5)
+
+
+def test_bundle_with_a_fixed_caption_length_still_generates(bundle_dir, tmp_path):
+    """Bundles exported before captions became variable-length take exactly max_tokens."""
+    old = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, old)
+    text_encoder = tiny_bundle().text_encoder
+    ids = torch.zeros(2, text_encoder.max_tokens, dtype=torch.int64)
+    batch = {0: Dim("batch", min=1, max=8)}
+    _export(TextEncoderGraph(text_encoder), (ids, torch.ones_like(ids)), old / "text_encoder.onnx",
+            {"inputs": ["input_ids", "attention_mask"], "outputs": ["tokens"]},
+            {"input_ids": batch, "attention_mask": batch})  # fmt: skip
+    generator = OnnxVideoGenerator(old)
+    assert generator.encode_text(["a red circle moves left"])[1].shape == (1, 32)
+    (video,) = generator.generate(["a red circle moves left"], [0], steps=1)
     assert video.shape == (FRAMES, HEIGHT, WIDTH, 3)
 
 

@@ -90,6 +90,7 @@ def test_dit_masked_text_tokens_are_ignored():
     changed = text.clone()
     changed[:, 3:] = 100.0  # only padding positions change
     torch.testing.assert_close(dit(x, t, text, mask), dit(x, t, changed, mask))
+    torch.testing.assert_close(dit(x, t, text, mask), dit(x, t, text[:, :3], mask[:, :3]))  # or are cut off
     changed[:, 0] = 100.0
     assert not torch.allclose(dit(x, t, text, mask), dit(x, t, changed, mask))
 

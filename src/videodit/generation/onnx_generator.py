@@ -173,7 +173,10 @@ class OnnxVideoGenerator:
         self.device = "cuda" if self.dit.get_providers()[0] == CUDA_PROVIDER else "cpu"
         self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_DIR / TOKENIZER_JSON))
         self.tokenizer.enable_truncation(self.spec.max_tokens)
-        self.tokenizer.enable_padding(length=self.spec.max_tokens, pad_id=self.spec.pad_token_id)
+        # Pad each batch to its longest prompt; bundles exported with a fixed caption length get max_tokens.
+        fixed_length = self.text_encoder.get_inputs()[0].shape[1]
+        self.tokenizer.enable_padding(length=fixed_length if isinstance(fixed_length, int) else None,
+                                      pad_id=self.spec.pad_token_id)  # fmt: skip
 
     def generate(
         self,

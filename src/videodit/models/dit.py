@@ -80,7 +80,9 @@ class CrossAttention(nn.Module):
         h, hd = self.num_heads, d // self.num_heads
         q = self.q(x).view(b, n, h, hd).transpose(1, 2)
         k, v = self.kv(text).view(b, text.shape[1], 2, h, hd).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask[:, None, None, :])
+        # The mask spelled out per query, not broadcast: onnxruntime's fused ONNX Attention kernel requires it.
+        mask = text_mask[:, None, None, :].expand(b, 1, n, text.shape[1])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 

@@ -15,10 +15,11 @@ class TextEncoder(Protocol):
     dim: int
     max_tokens: int
 
-    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token embeddings float [B, max_tokens, dim] and attention mask bool [B, max_tokens] (True = real token).
+    def encode(self, captions: list[str], pad_to_longest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings float [B, L, dim] and attention mask bool [B, L] (True = real token).
 
-        The empty string is the unconditional caption used for classifier-free guidance.
+        L is max_tokens, or with pad_to_longest the longest caption's length (less work, the same values for the
+        real tokens). The empty string is the unconditional caption used for classifier-free guidance.
         """
         ...
 
@@ -51,11 +52,13 @@ class MiniLMTextEncoder:
         self.max_tokens = max_tokens
 
     @torch.no_grad()
-    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        # Fixed padding to max_tokens gives one shape for every caption, so cached embeddings stack into one tensor.
+    def encode(self, captions: list[str], pad_to_longest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        # Fixed padding to max_tokens gives one shape for every caption, so cached embeddings stack into one tensor;
+        # generation pads only to the longest caption of its batch.
         batch = self.tokenizer(
-            list(captions), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        ).to(self.model.device)
+            list(captions), padding="longest" if pad_to_longest else "max_length", truncation=True,
+            max_length=self.max_tokens, return_tensors="pt",
+        ).to(self.model.device)  # fmt: skip
         tokens = self.model(**batch).last_hidden_state.float()
         return tokens, batch["attention_mask"].bool()
 

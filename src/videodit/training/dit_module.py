@@ -102,12 +102,11 @@ class DiTModule(pl.LightningModule):
         steps = steps or self.train_config.sample_steps
         guidance = self.train_config.guidance_scale if guidance is None else guidance
         encoder = text_encoder or default_text_encoder()
-        text, mask = (v.to(self.device) for v in encoder.encode(prompts))
-        null_text, null_mask = (v.to(self.device) for v in encoder.encode([""]))
+        text, mask = (v.to(self.device) for v in encoder.encode([*prompts, ""], pad_to_longest=True))
         shape = (len(prompts), *self.vae.latent_shape(frames, height, width))
         # Noise is drawn on the CPU so a seed gives the same videos on any device.
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        latents = sample_euler(self.ema, noise, text, mask, null_text, null_mask, steps, guidance)
+        latents = sample_euler(self.ema, noise, text[:-1], mask[:-1], text[-1:], mask[-1:], steps, guidance)
         video = self.vae.decode(latents / self.latent_scale + self.latent_shift, num_frames=frames)
         return to_uint8_videos(video)
 
