@@ -1,9 +1,10 @@
 """Seconds per video: onnxruntime (the exported bundle) against PyTorch, same sampler, steps, seeds and batch.
 
-    python bench/generate.py [--preset demo] [--steps 10] [--batch 2] [--repeats 3]
+    python bench/generate.py [--preset demo] [--steps 10] [--batch 2] [--repeats 5]
 
 Models are random-init at the preset's sizes (speed does not depend on the weights). PyTorch runs eager fp32,
-eager under bf16 autocast and torch.compile'd; each is timed after one warm-up call, best of --repeats.
+eager under bf16 autocast and torch.compile'd; each is timed after one warm-up call, best of --repeats rounds,
+the runtimes interleaved within each round.
 """
 
 from __future__ import annotations
@@ -24,14 +25,23 @@ PROMPTS = ["a red circle moves left", "a large blue square moves up", "a small g
 WEIGHT_STD = 0.02  # adaLN-Zero would otherwise make the DiT output zeros, which some kernels shortcut
 
 
-def best_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: session/kernel initialisation and compilation are not per-video costs
-    timings = []
+def best_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best time of each run over `repeats` rounds; a round times every run once, so a burst of load from other
+    processes on the machine hits all runtimes alike instead of one runtime's whole series."""
+    working = {}
+    for name, run in runs.items():
+        try:
+            run()  # warm-up: session/kernel initialisation and compilation are not per-video costs
+            working[name] = run
+        except Exception as exc:  # a torch mode this CPU or build cannot run is reported, not fatal
+            print(f"{name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+    timings: dict[str, list[float]] = {name: [] for name in working}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
+        for name, run in working.items():
+            start = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in timings.items()}
 
 
 def main() -> None:
@@ -39,7 +49,7 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     preset = model_preset(args.preset)
@@ -67,12 +77,7 @@ def main() -> None:
         "torch eager bf16 autocast": bf16_run,
         "torch.compile fp32": torch_run(torch.compile(dit, dynamic=False)),
     }
-    seconds = {}
-    for name, run in runs.items():
-        try:
-            seconds[name] = best_seconds(run, args.repeats) / args.batch
-        except Exception as exc:  # a torch mode this CPU or build cannot run is reported, not fatal
-            print(f"{name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+    seconds = {name: value / args.batch for name, value in best_seconds(runs, args.repeats).items()}
 
     onnx_seconds = seconds["onnxruntime (CPU EP)"]
     print(f"\npreset {args.preset}: {preset.frames} frames {preset.width}x{preset.height}, {args.steps} steps, "
