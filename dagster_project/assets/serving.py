@@ -47,7 +47,7 @@ def _real_latents(workspace: Workspace, n: int) -> tuple[list[str], np.ndarray]:
     return split.captions[:n], split.latents[:n].numpy()
 
 
-@asset(group_name="serving", code_version="1", deps=[registered_model], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})
+@asset(group_name="serving", code_version="2", deps=[registered_model], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})
 def onnx_models(context: AssetExecutionContext, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The champion's text encoder, DiT step and VAE decoder as ONNX, parity-checked, registered as `videodit-onnx`."""
     with mlflow_tracking.asset_run(context, workspace) as run:
