@@ -29,7 +29,7 @@ PARITY_PROMPTS = ("a large red circle moves left", "a small cyan triangle moves 
 MAX_GRAPH_DIFF = 1e-3
 MIN_PARITY_PSNR_DB = 40.0
 DEFAULT_PROMPTS_FILE = importlib.resources.files("videodit.generation") / "prompts.txt"
-GENERATOR_REQUIREMENTS = ["onnxruntime", "tokenizers", "numpy", "videodit"]
+GENERATOR_REQUIREMENTS = ["onnxruntime>=1.25", "tokenizers", "numpy", "videodit"]  # 1.25: opset-23 Attention on CPU and CUDA
 
 
 def _champion_checkpoint(workspace: Workspace, version) -> Path:

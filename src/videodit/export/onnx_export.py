@@ -13,15 +13,19 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import onnxscript
 import torch
+from onnxscript import INT64
 from onnxscript import opset23 as op
 from onnxscript.function_libs.torch_lib.ops.nn import aten_upsample_nearestnd_vec
+from onnxscript.function_libs.torch_lib.tensor_typing import TReal
 from torch import nn
 from torch.export import Dim
 
@@ -45,7 +49,7 @@ from videodit.models.vae import VideoVAE
 from videodit.training.config import Preset
 
 # 23: SDPA exports as one fused ONNX Attention node and tanh-GELU as one Gelu node (onnxruntime runs both fused).
-OPSET = 23
+OPSET = op.version
 # Dynamic graphs accept latents up to this many times the training latent frames, height and width.
 MAX_SIZE_FACTOR = 4
 MAX_BATCH = 256
@@ -122,8 +126,8 @@ def random_models(preset: Preset, weight_std: float, seed: int = 0) -> tuple[Vid
 
 
 def upsample_nearest_per_frame(
-    input: onnxscript.ir.Value, output_size: list | None = None, scale_factors: list[float] | None = None
-) -> onnxscript.ir.Value:
+    input: TReal, output_size: Optional[INT64] = None, scale_factors: Optional[Sequence[float]] = None
+) -> TReal:
     """The VAE's (1, 2, 2) nearest upsample of [B, C, T, H, W] as one 4-D Resize of [1, B*C*T, H, W].
 
     onnxruntime's CPU Resize takes a generic path for 5-D tensors that costs 40x its 4-D kernel (15 ms against
@@ -344,7 +348,8 @@ def graph_parity(
     latent_shape = spec.latent_shape(spec.frames, spec.height, spec.width)
     inputs = {"random": (random_text, torch.randn(PARITY_BATCH, *latent_shape, generator=generator))}
     if real_prompts is not None and real_latents is not None:
-        batch = text_encoder.tokenizer(real_prompts, padding="max_length", truncation=True,
+        # Padded to the longest caption, as the generator feeds them: this also covers the dynamic caption length.
+        batch = text_encoder.tokenizer(real_prompts, padding="longest", truncation=True,
                                        max_length=spec.max_tokens, return_tensors="pt")  # fmt: skip
         real_text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         inputs["real"] = (real_text, torch.from_numpy(real_latents).float())
