@@ -113,34 +113,43 @@ def test_same_data_and_code_reuse_the_registered_versions(pipeline):
 
 def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp_path):
     root, instance, _, client = pipeline
-    config = {"ops": {"dit_model": {"config": {"max_steps": 60}}}}  # 50 steps of margin to kill it in
+    config = {"ops": {"dit_model": {"config": {"max_steps": 40}}}}
     script = tmp_path / "train.py"
+    # The child holds its run just after the step-10 checkpoint, so the kill lands there on any machine speed.
     script.write_text(
-        "import sys\nfrom dagster import materialize\nfrom dagster_project.definitions import defs\n"
+        "import time\nimport pytorch_lightning as pl\nfrom dagster import materialize\n"
+        "import dagster_project.assets.training as training\nfrom dagster_project.definitions import defs\n"
         "from dagster_project.resources import DVCResource, MLflowTracking, Workspace\n"
+        "class HoldAfterStep10(pl.Callback):\n"
+        "    def on_train_batch_end(self, trainer, *args):\n"
+        "        if trainer.global_step > 10:\n"
+        "            time.sleep(3600)\n"
+        "train_dit = training.train_dit\n"
+        "training.train_dit = lambda *args: train_dit(*args[:-1], [*args[-1], HoldAfterStep10()])\n"
         f"root = {str(root)!r}\n"
         "materialize(list(defs.assets), selection=['dit_model'], run_config=" + repr(config) + ",\n"
         "  resources={'workspace': Workspace(project_dir=root, preset='tiny'), 'dvc': DVCResource(remote_url=root + '-remote'),\n"
         "             'mlflow_tracking': MLflowTracking(tracking_uri=f'sqlite:///{root}/mlflow.db')})\n"
     )
     earlier = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt"))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "train.log"
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 240
     checkpoint = None
     while time.monotonic() < deadline and checkpoint is None and proc.poll() is None:
-        time.sleep(0.1)
+        time.sleep(0.5)
         fresh = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt")) - earlier
         checkpoint = next((c for c in fresh if (c.parent / "last.ckpt").is_file()), None)
-    assert checkpoint is not None, "training never wrote its step-10 checkpoint"
     proc.send_signal(signal.SIGKILL)  # killed midway: no final checkpoint, nothing registered
     proc.wait()
-    assert not (checkpoint.parents[1] / "final.ckpt").exists()
+    assert checkpoint is not None, f"training never wrote its step-10 checkpoint: {log.read_text()[-2000:]}"
+    assert not (checkpoint.parent / "step000020.ckpt").exists() and not (checkpoint.parents[1] / "final.ckpt").exists()
     assert len(client.search_model_versions("name = 'videodit-dit'")) == 1
 
     resumed = materialize(ALL_ASSETS, selection=["dit_model"], run_config=config, resources=_resources(root), instance=instance)
     logs = [e.message for e in instance.all_logs(resumed.run_id) if e.message]
     assert any(f"resuming from {checkpoint.parent / 'last.ckpt'}" in m for m in logs)
-    assert any("step 60/60" in m for m in logs)
+    assert any("step 40/40" in m for m in logs)
     assert _metadata(resumed, "dit_model")["registered_version"] == "videodit-dit v2"
     assert len(client.search_model_versions("name = 'videodit-dit'")) == 2
 
