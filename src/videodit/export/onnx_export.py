@@ -44,7 +44,7 @@ from videodit.generation.onnx_generator import (
 )
 from videodit.models.dit import SpacetimeDiT
 from videodit.models.rectified_flow import sample_euler
-from videodit.models.text_encoder import MiniLMTextEncoder
+from videodit.models.text_encoder import MiniLMTextEncoder, encode_with_null_caption
 from videodit.models.vae import VideoVAE
 from videodit.training.config import Preset
 
@@ -311,8 +311,7 @@ def torch_generate(
 ) -> list[np.ndarray]:
     """The PyTorch reference of `OnnxVideoGenerator.generate`: sample_euler from the same numpy noise."""
     noise = torch.from_numpy(initial_noise(seeds, vae.latent_shape(frames, height, width)))
-    text, text_mask = text_encoder.encode([*prompts, ""], pad_to_longest=True)
-    latents = sample_euler(dit, noise, text[:-1], text_mask[:-1], text[-1:], text_mask[-1:], steps, guidance)
+    latents = sample_euler(dit, noise, *encode_with_null_caption(text_encoder, prompts), steps, guidance)
     video = vae.decode(latents.float() / latent_scale + latent_shift, num_frames=frames)
     return to_uint8_videos(video.float().numpy())
 

@@ -63,6 +63,14 @@ class MiniLMTextEncoder:
         return tokens, batch["attention_mask"].bool()
 
 
+def encode_with_null_caption(encoder: TextEncoder, prompts: list[str]) -> tuple[torch.Tensor, ...]:
+    """(text, text_mask, null_text, null_mask) for `sample_euler`: the prompts and the empty caption (the
+    unconditional input of classifier-free guidance) in one batch, padded to the longest of them, so the
+    conditional and unconditional halves share one caption length."""
+    text, mask = encoder.encode([*prompts, ""], pad_to_longest=True)
+    return text[:-1], mask[:-1], text[-1:], mask[-1:]
+
+
 @functools.cache
 def default_text_encoder() -> MiniLMTextEncoder:
     """One shared MiniLM per process: loading it takes about a second."""

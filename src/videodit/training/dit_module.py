@@ -13,7 +13,7 @@ import torch
 
 from videodit.models.dit import DiTBlock, SpacetimeDiT
 from videodit.models.rectified_flow import rectified_flow_loss, sample_euler
-from videodit.models.text_encoder import TextEncoder, default_text_encoder
+from videodit.models.text_encoder import TextEncoder, default_text_encoder, encode_with_null_caption
 from videodit.models.vae import VideoVAE
 from videodit.training.config import DiTConfig, DiTTrainConfig, Preset, VAEConfig
 from videodit.training.datamodule import LatentDataModule, to_uint8_videos
@@ -102,11 +102,11 @@ class DiTModule(pl.LightningModule):
         steps = steps or self.train_config.sample_steps
         guidance = self.train_config.guidance_scale if guidance is None else guidance
         encoder = text_encoder or default_text_encoder()
-        text, mask = (v.to(self.device) for v in encoder.encode([*prompts, ""], pad_to_longest=True))
+        conditioning = [v.to(self.device) for v in encode_with_null_caption(encoder, prompts)]
         shape = (len(prompts), *self.vae.latent_shape(frames, height, width))
         # Noise is drawn on the CPU so a seed gives the same videos on any device.
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        latents = sample_euler(self.ema, noise, text[:-1], mask[:-1], text[-1:], mask[-1:], steps, guidance)
+        latents = sample_euler(self.ema, noise, *conditioning, steps, guidance)
         video = self.vae.decode(latents / self.latent_scale + self.latent_shift, num_frames=frames)
         return to_uint8_videos(video)
 
