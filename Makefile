@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet antlr4-python3-runtime==4.13.2
 	mkdir -p $(DAGSTER_HOME)
+	$(DAGSTER) instance migrate >/dev/null  # create the instance's storage once, before two runs could race to
 	touch $@
 
 install: $(STAMP)

@@ -9,9 +9,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import yaml
-from dagster import AssetExecutionContext, ConfigurableResource, Failure
+from dagster import AssetExecutionContext, ConfigurableResource, InitResourceContext, Failure
 from mlflow import MlflowClient
 
+from dagster_project.project_lock import ProjectLockHeld, project_lock
 from videodit.data.versioning import DataSnapshot, version_data
 from videodit.evaluation.model_report import EvaluationConfig
 from videodit.presets import DataPreset, data_preset, evaluation_preset
@@ -31,10 +32,23 @@ DEFAULT_DVC_REMOTE = "~/.cache/videodit/dvc-remote"
 
 
 class Workspace(ConfigurableResource):
-    """The project folder every asset reads and writes, and the preset that sizes the whole graph."""
+    """The project folder every asset reads and writes, and the preset that sizes the whole graph.
+
+    A run holds the project's lock (`project_lock.py`) from its first step to its end, so two runs never
+    write one project at once: the second waits up to `lock_timeout_s`, then fails naming the holder.
+    """
 
     project_dir: str = os.environ.get("VIDEODIT_PROJECT_DIR", os.getcwd())
     preset: str = os.environ.get("VIDEODIT_PRESET", "demo")
+    lock_timeout_s: float = float(os.environ.get("VIDEODIT_LOCK_TIMEOUT_S", "0"))
+
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator["Workspace"]:
+        try:
+            with project_lock(self.root, context.run_id or "none", self.lock_timeout_s):
+                yield self
+        except ProjectLockHeld as exc:
+            raise Failure(description=str(exc), metadata={"project": str(self.root)}, allow_retries=False) from None
 
     @property
     def root(self) -> Path:

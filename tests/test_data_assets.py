@@ -45,7 +45,7 @@ def test_synthetic_graph_materializes_and_reingest_is_idempotent(project):
     raw = _metadata(result, "raw_videos")
     dvc_out = yaml.safe_load((root / "data.dvc").read_text())["outs"][0]
     assert raw["dvc_md5"] == dvc_out["md5"] and raw["dvc_md5"].endswith(".dir")
-    assert raw["clips"] == 24 and raw["files"] == 24 + 2  # clips + captions.csv + manifest.jsonl
+    assert raw["clips"] == 24 and raw["files"] == 24 + 3  # clips + captions.csv + manifest.jsonl + synthetic.json
     assert raw["pushed_objects"] == raw["files"] + 1  # + the directory listing object
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["raw_videos"]]
     assert event.materialization.tags["dagster/data_version"] == raw["dvc_md5"]

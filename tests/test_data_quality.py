@@ -29,8 +29,8 @@ def messy_source(tmp_path):
     write_video(src / "good_with_audio.mp4", moving_square(24, colour=(0, 255, 0)), audio=True)
     write_video(src / "wide.webm", moving_square(24, height=48, width=96), codec="libvpx-vp9", fmt="webm")
     write_video(src / "high_fps.mov", moving_square(72, step=1), fps=24, fmt="mov")
-    write_video(src / "nested/deep.mkv", moving_square(24, colour=(255, 255, 0)), codec="mpeg4", fmt="matroska")
     whole = (src / "good.mp4").read_bytes()
+    write_video(src / "nested/deep.mkv", moving_square(24, colour=(255, 255, 0)), codec="mpeg4", fmt="matroska")
     (src / "corrupt.mp4").write_bytes(whole[: len(whole) // 2])
     (src / "empty.mp4").write_bytes(b"")
     (src / "notes.mp4").write_text("this is a text file, not a video")
@@ -39,7 +39,12 @@ def messy_source(tmp_path):
     write_video(src / "static.mp4", static)
     cut = np.concatenate([moving_square(12), np.full((12, 64, 64, 3), 200, np.uint8)])
     write_video(src / "cut.mp4", cut)
-    write_video(src / "good_copy.mp4", good)  # same bytes as good.mp4
+    (src / "good_copy.mp4").write_bytes(whole)  # same bytes as good.mp4
+    # The same content encoded again, the way an encoder that is not bit-exact (or a second export) makes it.
+    retouched = good.copy()
+    retouched[3, 30:34, 30:34] += 6
+    write_video(src / "good_again.mp4", retouched)
+    assert (src / "good_again.mp4").read_bytes() != whole
     write_video(src / "uncaptioned.mp4", moving_square(24, colour=(0, 0, 255)))
     (tmp_path / "outside.mp4").write_bytes(whole)
     rows = [
@@ -55,6 +60,7 @@ def messy_source(tmp_path):
         ("static.mp4", "a square that never moves"),
         ("cut.mp4", "a square then a grey screen"),
         ("good_copy.mp4", "the same clip again"),
+        ("good_again.mp4", "the same clip encoded again"),
         ("missing_caption.mp4", ""),
         ("gone.mp4", "this file does not exist"),
         ("../outside.mp4", "trying to escape the root"),
@@ -83,14 +89,15 @@ def test_every_bad_input_is_quarantined_with_its_reason(messy_source, tmp_path):
     accepted = set(outcome.accepted["path"])
 
     assert accepted == {"good.mp4", "good_with_audio.mp4", "wide.webm", "high_fps.mov", "nested/deep.mkv"}
-    assert len(accepted) + len(reasons) == len(metadata) == 16  # 15 caption rows + 1 uncaptioned file
+    assert len(accepted) + len(reasons) == len(metadata) == 17  # 16 caption rows + 1 uncaptioned file
     assert "not a readable video container" in reasons["corrupt.mp4"]
     assert "file is empty (0 bytes)" in reasons["empty.mp4"]
     assert "not a readable video container" in reasons["notes.mp4"]
     assert "16-frame clip" in reasons["short.mp4"] and "duration_s=0.625" in reasons["short.mp4"]
     assert "not static" in reasons["static.mp4"] and "motion_score=0" in reasons["static.mp4"]
     assert "no scene cuts: got n_cuts=1" == reasons["cut.mp4"]
-    assert reasons["good_copy.mp4"].startswith("duplicate of good.mp4")
+    assert reasons["good_copy.mp4"].startswith("duplicate of good.mp4")  # and not also a near-duplicate
+    assert reasons["good_again.mp4"].startswith("near-duplicate of good.mp4 (re-encoded or converted: 0.00%")
     assert "has a caption" in reasons["missing_caption.mp4"]
     assert "has a caption" in reasons["uncaptioned.mp4"]
     assert "file not found in the source" in reasons["gone.mp4"]
@@ -107,7 +114,7 @@ def test_every_bad_input_is_quarantined_with_its_reason(messy_source, tmp_path):
     docs = outcome.data_docs_index
     assert docs.is_file() and "video_clips" in docs.read_text()
     suite = json.loads((tmp_path / "great_expectations" / "expectations" / "video_clips.json").read_text())
-    assert len(suite["expectations"]) == 11
+    assert len(suite["expectations"]) == 12
 
 
 def test_accepted_clips_curate_to_exact_shapes_and_a_hash_split(messy_source, tmp_path):
@@ -135,10 +142,11 @@ def test_the_single_decode_keeps_the_training_clip_a_second_decode_would_make(me
     write_metadata(probe_rows(data_dir, read_manifest(data_dir), ProbeConfig(), curation, progress=False), out, curation)
     decoded = ClipShards(out / DECODED_CLIPS_DIR)
     decoded.verify()
-    # Every clip that decodes to enough frames is kept, whatever validation will decide about it.
+    # Every copied clip that decodes to enough frames is kept, whatever validation will decide about it;
+    # clips without a caption were never copied.
     assert set(decoded.index["path"]) == {
         "good.mp4", "good_with_audio.mp4", "wide.webm", "high_fps.mov", "nested/deep.mkv", "static.mp4",
-        "cut.mp4", "good_copy.mp4", "missing_caption.mp4", "uncaptioned.mp4",
+        "cut.mp4", "good_copy.mp4", "good_again.mp4",
     }  # fmt: skip
     for row in decoded.index.itertuples():
         with av.open(str(data_dir / row.path)) as container:

@@ -1,20 +1,23 @@
 """Stage 1, ingestion: bring a source into `data/` under DVC, then measure every clip."""
 
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
 from dagster_project.overrides import with_overrides
 from dagster_project.resources import DVCResource, Workspace
+from videodit.data.config import SourceConfig
 from videodit.data.probe import METADATA_FILE, probe_rows, write_metadata
-from videodit.data.sources import SourceError, collect_source, read_manifest, stage_source
-from videodit.data.synthetic import generate_shapes_dataset
+from videodit.data.sources import SourceClip, SourceError, collect_source, read_manifest, stage_source
+from videodit.data.staging import FolderSwap
+from videodit.data.synthetic import generate_shapes_dataset, is_generated_from
+from videodit.data.versioning import DataVersioningError
 
 CAPTION_FILE_NAMES = ("captions.csv", "captions.jsonl")
-SOURCE_FIELDS = frozenset({"source_dir", "captions_file"})  # IngestConfig fields that are not synthetic settings
+# IngestConfig fields that are not synthetic settings
+SOURCE_FIELDS = frozenset({"source_dir", "captions_file", "follow_symlinks", "max_file_bytes"})
 
 
 class IngestConfig(Config):
@@ -22,6 +25,8 @@ class IngestConfig(Config):
 
     source_dir: str | None = None
     captions_file: str | None = None  # default: captions.csv or captions.jsonl inside source_dir
+    follow_symlinks: bool = SourceConfig.follow_symlinks  # symlinks that stay inside source_dir
+    max_file_bytes: int = SourceConfig.max_file_bytes  # a larger file is quarantined unread
     clips_per_combination: int | None = None  # synthetic only; None keeps the preset's value
     seed: int | None = None
 
@@ -35,27 +40,59 @@ def _captions_file(source: Path, given: str | None) -> Path:
     raise SourceError(f"no captions file in {source}: add captions.csv or captions.jsonl, or set captions_file")
 
 
-@asset(group_name="ingestion", code_version="1", kinds={"dvc", "video"})
+def _stage(staging: Path, source: Path | None, config: IngestConfig, workspace: Workspace) -> list[SourceClip]:
+    """Write the new content of `data/` into `staging`: the synthetic set, or the user's clips copied."""
+    if source is None:
+        captions = generate_shapes_dataset(staging, with_overrides(workspace.data().synthetic, config, SOURCE_FIELDS))
+        clips = collect_source(staging, captions)
+        stage_source(clips, staging, staging)
+        return clips
+    limits = SourceConfig(follow_symlinks=config.follow_symlinks, max_file_bytes=config.max_file_bytes)
+    clips = collect_source(source, _captions_file(source, config.captions_file), limits)
+    stage_source(clips, source, staging, limits)
+    return clips
+
+
+def _failure(exc: Exception, data_dir: Path, **metadata) -> Failure:
+    """Our own errors reach the run page as one paragraph: the cause first, no retry of a deterministic error."""
+    return Failure(
+        description=f"{exc}\n\n{data_dir} and data.dvc are unchanged.",
+        metadata={"error": type(exc).__name__, "data_dir": MetadataValue.path(str(data_dir)), **metadata},
+        allow_retries=False,
+    )
+
+
+@asset(group_name="ingestion", code_version="2", kinds={"dvc", "video"})
 def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: Workspace, dvc: DVCResource) -> MaterializeResult:
     """The source clips and their captions, copied into `data/` and versioned with DVC.
 
     The data version is DVC's directory hash: identical data gives the same version and pushes nothing.
+    The new content is staged beside `data/` and swapped in only once it is complete; if staging or DVC
+    fails, `data/` and `data.dvc` are exactly as before. The built-in set is not generated again while
+    its config and generator are unchanged.
     """
     data_dir = workspace.data_dir
     source = Path(config.source_dir).expanduser().resolve() if config.source_dir else None
     if source is not None and (source == data_dir or source.is_relative_to(data_dir)):
-        raise SourceError(f"source_dir {source} is inside the managed data folder {data_dir}; move it elsewhere")
-    shutil.rmtree(data_dir, ignore_errors=True)  # DVC keeps every earlier version in the cache and remote
-    data_dir.mkdir(parents=True)
-    if source is None:
-        synthetic = with_overrides(workspace.data().synthetic, config, SOURCE_FIELDS)
-        captions = generate_shapes_dataset(data_dir, synthetic)
-        clips = collect_source(data_dir, captions)
-        stage_source(clips, data_dir, data_dir)
-    else:
-        clips = collect_source(source, _captions_file(source, config.captions_file))
-        stage_source(clips, source, data_dir)
-    snapshot = dvc.version(workspace.root)
+        raise _failure(SourceError(f"source_dir {source} is inside the managed data folder {data_dir}; move it elsewhere"), data_dir)
+    synthetic = with_overrides(workspace.data().synthetic, config, SOURCE_FIELDS)
+    try:
+        if source is None and is_generated_from(data_dir, synthetic):
+            context.log.info(f"{data_dir} already holds the synthetic set of this config: versioning it as it is")
+            clips = read_manifest(data_dir)
+            snapshot = dvc.version(workspace.root)
+        else:
+            swap = FolderSwap(data_dir)
+            try:
+                clips = _stage(swap.staging, source, config, workspace)
+                swap.swap_in()
+                snapshot = dvc.version(workspace.root)
+            except BaseException:
+                swap.roll_back()
+                raise
+            swap.finish()
+    except (SourceError, DataVersioningError) as exc:
+        raise _failure(exc, data_dir, source=str(source) if source else "synthetic shapes") from exc
     problems = [c for c in clips if c.problem]
     context.log.info(f"ingested {len(clips)} clips as DVC version {snapshot.md5} ({snapshot.pushed_objects} objects pushed)")
     return MaterializeResult(
@@ -74,7 +111,7 @@ def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: 
     )
 
 
-@asset(group_name="ingestion", code_version="2", deps=[raw_videos], kinds={"pyav", "parquet", "safetensors"})
+@asset(group_name="ingestion", code_version="3", deps=[raw_videos], kinds={"pyav", "parquet", "safetensors"})
 def video_metadata(workspace: Workspace) -> MaterializeResult:
     """One row per clip: codec, size, fps, duration, audio, caption, scene cuts, motion, decode status.
 

@@ -25,7 +25,7 @@ class ValidationSettings(Config):
     min_height: int | None = None
 
 
-@asset(group_name="validation", code_version="1", deps=[video_metadata], kinds={"great_expectations"})
+@asset(group_name="validation", code_version="2", deps=[video_metadata], kinds={"great_expectations"})
 def validated_clips(config: ValidationSettings, workspace: Workspace) -> MaterializeResult:
     """Clips that pass the suite in `great_expectations/`; the rest are quarantined with their reasons."""
     preset = workspace.data()

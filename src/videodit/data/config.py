@@ -28,6 +28,21 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """What `raw_videos` may read from a user's folder. Anything else is quarantined unread, with its reason."""
+
+    # Symlinks whose target stays inside the source folder are followed only when this is set; a symlink that
+    # leaves the folder is never followed.
+    follow_symlinks: bool = False
+    # A larger file is quarantined unread: it bounds what one clip can copy into data/ and the DVC remote.
+    max_file_bytes: int = 4 << 30
+
+    def __post_init__(self):
+        if self.max_file_bytes <= 0:
+            raise ValueError(f"max_file_bytes={self.max_file_bytes} must be positive")
+
+
+@dataclass(frozen=True)
 class ProbeConfig:
     """How `video_metadata` measures each clip."""
 
@@ -57,6 +72,10 @@ class ValidationConfig:
     caption_max_chars: int = 300
     # Fraction of pixels that move per frame, averaged over the clip; static footage scores ~0.
     min_motion: float = 0.002
+    # Near-duplicates (`duplicates.py`): a signature cell differs when it changes by more than this (0-255), and
+    # clips whose signatures differ in at most this fraction of cells are one clip shown twice.
+    near_duplicate_pixel_delta: int = 32
+    near_duplicate_max_changed: float = 0.002
     min_accepted_fraction: float = 0.5
 
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from videodit.data.config import CurationConfig, ProbeConfig
+from videodit.data.duplicates import content_signature, thumbnail
 from videodit.data.curation import GEOMETRY_FILE, clip_geometry, cover_size, resample, training_clip
 from videodit.data.shards import ShardWriter, file_sha256
 from videodit.data.sources import SourceClip
@@ -51,6 +52,7 @@ METADATA_SCHEMA = pa.schema([
     ("n_cuts", pa.int32()),
     ("cut_times_s", pa.list_(pa.float64())),
     ("motion_score", pa.float64()),
+    ("signature", pa.binary()),  # content signature for near-duplicate detection (`duplicates.py`)
     ("decode_ok", pa.bool_()),
     ("error", pa.string()),
     ("attributes", pa.string()),
@@ -154,10 +156,12 @@ class _FrameMeasures:
         self.times: list[float] = []
         self.cuts: list[float] = []
         self.moving: list[float] = []
+        self.thumbnails: list[np.ndarray] = []
         self._pending: list[np.ndarray] = []  # starts with the last frame of the previous chunk
 
     def add(self, time_s: float, rgb: np.ndarray) -> None:
         self.times.append(time_s)
+        self.thumbnails.append(thumbnail(rgb))
         self._pending.append(rgb)
         if len(self._pending) > MEASURE_CHUNK:
             self._flush()
@@ -190,6 +194,7 @@ class _FrameMeasures:
             "n_cuts": len(self.cuts),
             "cut_times_s": self.cuts,
             "motion_score": float(np.mean(self.moving)) if self.moving else 0.0,
+            "signature": content_signature(self.thumbnails) if self.thumbnails else None,
         }
 
 

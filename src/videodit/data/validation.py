@@ -17,6 +17,7 @@ import pandas as pd
 from great_expectations import expectations as gxe
 
 from videodit.data.config import CurationConfig, ValidationConfig
+from videodit.data.duplicates import find_near_duplicates
 
 SUITE_NAME = "video_clips"
 DATASOURCE_NAME = "videodit"
@@ -81,6 +82,11 @@ def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.Ex
             f"motion score ≥ {v.min_motion} (not static)",
         ),
         rule(gxe.ExpectColumnValuesToBeUnique(column="sha256"), "not a duplicate of another clip (sha256)"),
+        rule(
+            gxe.ExpectColumnValuesToBeNull(column="near_duplicate_of"),
+            f"not a near-duplicate of another clip (≤ {v.near_duplicate_max_changed:.1%} of its content signature "
+            f"changed by more than {v.near_duplicate_pixel_delta})",
+        ),
     ):
         suite.add_expectation(expectation)
     return suite
@@ -115,6 +121,10 @@ def validate_metadata(
     metadata: pd.DataFrame, gx_root: Path, validation: ValidationConfig, curation: CurationConfig
 ) -> ValidationOutcome:
     """Run the suite over the metadata table and split it into accepted and quarantined clips."""
+    near = find_near_duplicates(metadata, validation.near_duplicate_pixel_delta, validation.near_duplicate_max_changed)
+    metadata = metadata.drop(columns=["signature"]).assign(
+        near_duplicate_of=near["near_duplicate_of"].to_numpy(), near_duplicate_changed=near["near_duplicate_changed"].to_numpy()
+    )
     context = gx.get_context(mode="file", context_root_dir=str(gx_root))
     suite = context.suites.add_or_update(build_suite(validation, curation))
     result = _checkpoint(context, suite).run(batch_parameters={"dataframe": metadata})
@@ -136,13 +146,16 @@ def validate_metadata(
                 if canonical[value] == path:
                     continue  # the first copy of a duplicated file is kept
                 reason = f"duplicate of {canonical[value]} (sha256 {value[:12]})"
+            elif column == "near_duplicate_of":
+                changed = metadata.loc[metadata["path"] == path, "near_duplicate_changed"].iloc[0]
+                reason = f"near-duplicate of {value} (re-encoded or converted: {changed:.2%} of its content signature differs)"
             elif column == "decode_ok":
                 reason = str(metadata.loc[metadata["path"] == path, "error"].iloc[0])
             else:
                 reason = f"{config.meta['rule']}: got {column}={_display(value)}"
             failures[path].append((f"{config.type}({column})", reason))
 
-    decisions = metadata[["path", "sha256", "n_cuts", "cut_times_s", "motion_score"]].copy()
+    decisions = metadata[["path", "sha256", "near_duplicate_of", "n_cuts", "cut_times_s", "motion_score"]].copy()
     decisions["failed_expectations"] = [[name for name, _ in failures[p]] for p in decisions["path"]]
     decisions["reasons"] = [[reason for _, reason in failures[p]] for p in decisions["path"]]
     decisions["accepted"] = [not failures[p] for p in decisions["path"]]

@@ -47,17 +47,23 @@ def open_repo(project_dir: Path, remote_url: str) -> Repo:
 
 def version_data(project_dir: Path, data_rel: str, remote_url: str) -> DataSnapshot:
     """`dvc add` the data folder and `dvc push` it; returns the directory hash and what was pushed."""
-    if "://" not in str(remote_url):  # a local remote: create the folder so a first push works
-        Path(remote_url).expanduser().mkdir(parents=True, exist_ok=True)
+    dvc_file = Path(project_dir) / f"{data_rel}.dvc"
+    previous = dvc_file.read_bytes() if dvc_file.is_file() else None
     try:
+        if "://" not in str(remote_url):  # a local remote: create the folder so a first push works
+            Path(remote_url).expanduser().mkdir(parents=True, exist_ok=True)
         repo = open_repo(project_dir, remote_url)
         repo.add(str(Path(project_dir).resolve() / data_rel))
         pushed = repo.push()
     except Exception as exc:  # DVC raises many types; all mean the same to a user: this step failed
+        # The .dvc file must keep naming data the remote holds: an add whose push failed is undone.
+        if previous is None:
+            dvc_file.unlink(missing_ok=True)
+        else:
+            dvc_file.write_bytes(previous)
         raise DataVersioningError(
             f"DVC could not version {Path(project_dir) / data_rel} to remote {remote_url}: {exc}"
         ) from exc
-    dvc_file = Path(project_dir) / f"{data_rel}.dvc"
     out = yaml.safe_load(dvc_file.read_text())["outs"][0]
     return DataSnapshot(
         md5=out["md5"], n_files=out["nfiles"], size_bytes=out["size"],
