@@ -30,7 +30,11 @@ $(STAMP): pyproject.toml
 	$(DAGSTER) instance migrate >/dev/null  # create the instance's storage once, before two runs could race to
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp $< $@
 
 demo: install
 	$(DAGSTER) asset materialize $(DEFS) --select '*'

@@ -9,7 +9,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import yaml
-from dagster import AssetExecutionContext, ConfigurableResource, InitResourceContext, Failure
+from dagster import (
+    AssetExecutionContext, ConfigurableResource, DagsterEventType, DagsterInstance, DagsterRunStatus, Failure, InitResourceContext,
+)  # fmt: skip
 from mlflow import MlflowClient
 
 from dagster_project.project_lock import ProjectLockHeld, project_lock
@@ -19,6 +21,7 @@ from videodit.presets import DataPreset, data_preset, evaluation_preset
 from videodit.training.config import Preset, model_preset
 from videodit.tracking.mlflow_store import (
     EXPERIMENT_NAME,
+    PARENT_RUN_TAG,
     TrackingStoreUnavailable,
     check_tracking_store,
     child_run_id,
@@ -27,6 +30,7 @@ from videodit.tracking.mlflow_store import (
     git_commit,
     parent_run_id,
 )
+from videodit.tracking.stale_runs import WORKER_TAG, end_stale_runs, worker_is_gone, worker_pid, worker_tag
 
 DEFAULT_DVC_REMOTE = "~/.cache/videodit/dvc-remote"
 
@@ -99,6 +103,42 @@ class TrackedRun:
             self.client.log_param(self.run_id, key, str(value)[:6000])
 
 
+def _run_worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
+    """The pid Dagster logged for the process executing the run's steps (its first engine event naming one)."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        pid = entry.dagster_event.engine_event_data.metadata.get("pid")
+        if pid is not None:
+            return int(pid.value)
+    return None
+
+
+def _fail_if_worker_is_gone(instance: DagsterInstance, run_id: str, worker: str | None, by_run_id: str) -> bool:
+    """Mark a STARTED Dagster run failed when its run worker is `worker` and that process is gone (no daemon noticed)."""
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.status != DagsterRunStatus.STARTED or not worker_is_gone(worker):
+        return False
+    if _run_worker_pid(instance, run_id) != worker_pid(worker):  # only a step process died, not the run worker
+        return False
+    instance.report_run_failed(run, f"run worker {worker} is gone (killed?); marked failed by run {by_run_id}")
+    return True
+
+
+def _end_stale_runs(context: AssetExecutionContext, client: MlflowClient, experiment: str) -> None:
+    """What killed runs left behind: their MLflow runs end KILLED, a Dagster run still STARTED ends failed."""
+    instance = context.instance
+
+    def dagster_run_is_over(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+
+    ended = end_stale_runs(client, experiment, context.run_id, dagster_run_is_over)
+    for run in ended:
+        context.log.warning(f"MLflow run {run.info.run_id} of Dagster run {run.data.tags[PARENT_RUN_TAG]} was left RUNNING: ended KILLED")
+    for run_id, worker in {(r.data.tags[PARENT_RUN_TAG], r.data.tags.get(WORKER_TAG)) for r in ended}:
+        if _fail_if_worker_is_gone(instance, run_id, worker, context.run_id):
+            context.log.warning(f"Dagster run {run_id} was left STARTED by its dead worker {worker}: marked failed")
+
+
 class MLflowTracking(ConfigurableResource):
     """MLflow tracking and registry: `sqlite:///<project>/mlflow.db` by default, any server by URI."""
 
@@ -121,12 +161,14 @@ class MLflowTracking(ConfigurableResource):
     @contextmanager
     def asset_run(self, context: AssetExecutionContext, workspace: Workspace) -> Iterator[TrackedRun]:
         """A child run under this Dagster run's parent run, tagged with run id, asset, data version and commit."""
+        uri = self.uri(workspace)
         client = self.client(workspace)
-        artifact_root = workspace.root / "mlartifacts" if not self.tracking_uri else None
-        experiment = ensure_experiment(client, self.experiment_name, artifact_root)
+        experiment = ensure_experiment(client, self.experiment_name, uri)
+        _end_stale_runs(context, client, experiment)
         dvc_file = workspace.root / "data.dvc"
         tags = {
-            "dagster.run_id": context.run_id,
+            PARENT_RUN_TAG: context.run_id,
+            WORKER_TAG: worker_tag(),
             "dvc.data_version": yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] if dvc_file.is_file() else "none",
             "git.commit": git_commit(workspace.root),
             "videodit.preset": workspace.preset,
@@ -134,10 +176,10 @@ class MLflowTracking(ConfigurableResource):
         parent = parent_run_id(client, experiment, context.run_id, tags)
         asset = context.asset_key.to_user_string()
         run_id = child_run_id(client, experiment, parent, asset, tags)
-        context.log.info(f"MLflow run {run_id} (parent {parent}) at {self.uri(workspace)}")
+        context.log.info(f"MLflow run {run_id} (parent {parent}) at {uri}")
         try:
             # The fluent run ends FAILED on an exception; system metrics (CPU, memory, GPU) are sampled meanwhile.
             with mlflow.start_run(run_id=run_id, log_system_metrics=True):
-                yield TrackedRun(client, run_id, self.uri(workspace), tags)
+                yield TrackedRun(client, run_id, uri, tags)
         finally:
             client.set_terminated(parent, "FINISHED")

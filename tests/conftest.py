@@ -63,3 +63,23 @@ def project(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
     return root, tmp_path / "dvc-remote"
+
+
+@pytest.fixture(autouse=True)
+def restore_mlflow_uris():
+    """The MLflow resource and the CLI set process-wide tracking and registry URIs (and their environment
+    variables); left set, a later test would talk to an earlier test's store or to a server that is gone."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    tracking, registry = tracking_utils._tracking_uri, registry_utils._registry_uri
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+    for key, value in saved_env.items():  # last: the setters above write these variables too
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -99,6 +99,17 @@ def test_user_folder_flows_through_validation_and_the_blocking_check(project, tm
     assert set(quarantine["path"]) == {"broken.mp4", "../escape.mp4"}
     assert _metadata(result, "training_clips")["train_clips"] + _metadata(result, "training_clips")["val_clips"] == 3
 
+    # The check compares the decisions with the source listing, so it fails when a clip goes missing on the way.
+    workspace = Workspace(project_dir=str(root), preset="tiny")
+    decisions_file = root / "artifacts" / "validated_clips" / "decisions.parquet"
+    decisions = pd.read_parquet(decisions_file)
+    assert every_clip_accounted_for(workspace=workspace).passed
+    decisions[decisions["path"] != "broken.mp4"].to_parquet(decisions_file)
+    lost = every_clip_accounted_for(workspace=workspace)
+    assert not lost.passed and lost.metadata["lost"].value == ["broken.mp4"]
+    pd.concat([decisions, decisions.head(1)]).to_parquet(decisions_file)
+    assert every_clip_accounted_for(workspace=workspace).metadata["decided_twice"].value == [decisions["path"].iloc[0]]
+
     # Demand more than 60% accepted: the blocking check fails and nothing downstream materializes.
     strict = {"ops": {**config["ops"], "validated_clips": {"config": {"min_accepted_fraction": 0.9}}}}
     failed = _materialize(root, remote, instance, run_config=strict, raise_on_error=False)

@@ -114,7 +114,7 @@ def test_every_bad_input_is_quarantined_with_its_reason(messy_source, tmp_path):
     docs = outcome.data_docs_index
     assert docs.is_file() and "video_clips" in docs.read_text()
     suite = json.loads((tmp_path / "great_expectations" / "expectations" / "video_clips.json").read_text())
-    assert len(suite["expectations"]) == 12
+    assert len(suite["expectations"]) == 20
 
 
 def test_accepted_clips_curate_to_exact_shapes_and_a_hash_split(messy_source, tmp_path):
@@ -195,3 +195,38 @@ def test_resample_handles_variable_frame_rate():
     picked = resample(iter(frames), fps=4, n_frames=4)
     assert [f.time_s for f in picked] == [0.0, 0.26, 0.49, 0.77]
     assert len(resample(iter(frames), fps=4, n_frames=6)) == 5  # 1.25 s is past the last frame
+
+
+def test_a_measure_the_probe_left_missing_is_quarantined_not_passed(messy_source, tmp_path):
+    # Column-map expectations skip nulls: without the not-null rules a NaN fps would pass every fps bound.
+    _, metadata, _ = _run(messy_source, tmp_path)
+    metadata.loc[metadata["path"] == "good.mp4", "fps"] = float("nan")
+    metadata.loc[metadata["path"] == "wide.webm", "duration_s"] = None
+    outcome = validate_metadata(metadata, tmp_path / "great_expectations", ValidationConfig(), CURATION)
+    reasons = {row.path: " | ".join(row.reasons) for row in outcome.quarantine.itertuples()}
+    assert reasons["good.mp4"] == "fps was measured: got fps=missing"
+    assert reasons["wide.webm"] == "duration_s was measured: got duration_s=missing"
+    # Clips that did not decode are quarantined for that alone, not also for every measure they lack.
+    assert reasons["empty.mp4"].count("|") == 0
+
+
+def test_the_tracked_gx_project_is_rewritten_only_when_the_suite_changes(messy_source, tmp_path):
+    """`make demo` leaves `git status` clean: the committed suite is the demo preset's, and reruns write nothing."""
+    import shutil
+    from pathlib import Path
+
+    from videodit.presets import data_preset
+
+    repo_gx = Path(__file__).resolve().parents[1] / "great_expectations"
+    gx_root = tmp_path / "gx"
+    shutil.copytree(repo_gx, gx_root, ignore=shutil.ignore_patterns("uncommitted"))
+    tracked = {p.relative_to(gx_root): p.read_bytes() for p in gx_root.rglob("*") if p.is_file()}
+    _, metadata, _ = _run(messy_source, tmp_path)
+    demo = data_preset("demo")
+    outcome = validate_metadata(metadata, gx_root, demo.validation, demo.curation)
+    assert not outcome.suite_changed
+    now = {p.relative_to(gx_root): p.read_bytes() for p in gx_root.rglob("*") if p.is_file() and "uncommitted" not in p.parts}
+    assert now == tracked
+    stricter = validate_metadata(metadata, gx_root, ValidationConfig(min_width=40), demo.curation)
+    rules = [e["meta"]["rule"] for e in json.loads((gx_root / "expectations" / "video_clips.json").read_text())["expectations"]]
+    assert stricter.suite_changed and "width ≥ 40px" in rules

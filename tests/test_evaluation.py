@@ -8,7 +8,10 @@ from PIL import Image
 from scipy import ndimage
 
 from videodit.data.config import SyntheticConfig
-from videodit.data.synthetic import CAPTION_TEMPLATES, COLOURS, DIRECTIONS, SHAPES, SIZES, TOWARDS, render_clip
+from videodit.data.synthetic import (
+    CAPTION_TEMPLATES, COLOURS, DIRECTIONS, SHAPES, SHAPES_DOMAIN, SIZES, TOWARDS, render_clip,
+)  # fmt: skip
+from videodit.domain import Domain
 from videodit.evaluation import (
     FEATURE_NAMES,
     UNKNOWN,
@@ -25,6 +28,7 @@ from videodit.evaluation import (
     ssim,
 )
 from videodit.evaluation.contact_sheet import CAPTION_HEIGHT, FRAME_GAP
+from videodit.evaluation.model_report import evaluation_prompts
 
 COMBINATIONS = list(itertools.product(SHAPES, COLOURS, SIZES, DIRECTIONS))  # 168
 ATTRIBUTES = ("shape", "colour", "size", "direction")
@@ -51,7 +55,7 @@ def degrade(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize("n_frames,height,width", RESOLUTIONS)
 def test_reads_every_attribute_combination_exactly(n_frames, height, width):
     videos, expected = every_clip(n_frames, height, width)
-    report = prompt_adherence(videos, expected)
+    report = prompt_adherence(videos, expected, SHAPES_DOMAIN)
     wrong = [row for row in report["per_clip"] if any(row[f"read_{a}"] != row[f"expected_{a}"] for a in ATTRIBUTES)]
     assert wrong == []
     assert report["overall"] == 1.0 and report["n_clips"] == 168
@@ -61,7 +65,7 @@ def test_reads_every_attribute_combination_exactly(n_frames, height, width):
 def test_reads_blurred_noisy_clips(n_frames, height, width):
     videos, expected = every_clip(n_frames, height, width, seed=1)
     rng = np.random.default_rng(2)
-    report = prompt_adherence([degrade(video, rng) for video in videos], expected)
+    report = prompt_adherence([degrade(video, rng) for video in videos], expected, SHAPES_DOMAIN)
     # Measured: 1.0 on every attribute at both sizes (and over seeds 0-3).
     for attribute in ATTRIBUTES:
         assert report[attribute] >= 0.95, (attribute, report[attribute])
@@ -70,7 +74,7 @@ def test_reads_blurred_noisy_clips(n_frames, height, width):
 
 def test_reading_reports_its_measures():
     config = SyntheticConfig(n_frames=16, height=64, width=64)
-    read = read_attributes(render_clip("square", "blue", "large", "right", config, np.random.default_rng(0)))
+    read = read_attributes(render_clip("square", "blue", "large", "right", config, np.random.default_rng(0)), SHAPES_DOMAIN)
     assert read.is_readable
     assert read.fill_ratio == 1.0 and read.row_skewness == 0.0
     assert read.side_fraction == pytest.approx(0.40, abs=1 / 64)
@@ -83,7 +87,7 @@ def test_dim_washed_out_colours_still_read_as_their_hue():
     config = SyntheticConfig(n_frames=8, height=32, width=32)
     clip = render_clip("circle", "magenta", "large", "down", config, np.random.default_rng(0))
     dim = (clip.astype(np.float32) * 0.6).astype(np.uint8)  # (153, 0, 153)
-    assert read_attributes(dim).colour == "magenta"
+    assert read_attributes(dim, SHAPES_DOMAIN).colour == "magenta"
 
 
 @pytest.mark.parametrize(
@@ -96,7 +100,7 @@ def test_dim_washed_out_colours_still_read_as_their_hue():
     ids=["all-black", "uniform-noise", "flat-red"],
 )
 def test_degenerate_clips_read_as_unknown(video):
-    read = read_attributes(video)
+    read = read_attributes(video, SHAPES_DOMAIN)
     assert (read.colour, read.shape, read.size, read.direction) == (UNKNOWN,) * 4
     assert not read.is_readable
     features = attribute_features(video)
@@ -106,14 +110,14 @@ def test_degenerate_clips_read_as_unknown(video):
 def test_static_shape_has_no_direction_but_the_rest_reads():
     config = SyntheticConfig(n_frames=8, height=32, width=32)
     first_frame = render_clip("triangle", "yellow", "small", "left", config, np.random.default_rng(0))[:1]
-    read = read_attributes(np.repeat(first_frame, 8, axis=0))
+    read = read_attributes(np.repeat(first_frame, 8, axis=0), SHAPES_DOMAIN)
     assert (read.colour, read.shape, read.size, read.direction) == ("yellow", "triangle", "small", UNKNOWN)
 
 
 def test_unknown_counts_as_wrong_in_adherence():
     videos, expected = every_clip(8, 32, 32)
     videos, expected = videos[:3] + [np.zeros_like(videos[0])], expected[:4]
-    report = prompt_adherence(videos, expected)
+    report = prompt_adherence(videos, expected, SHAPES_DOMAIN)
     assert report["colour"] == report["shape"] == report["direction"] == 0.75
     assert report["per_clip"][3]["read_shape"] == UNKNOWN
 
@@ -121,7 +125,7 @@ def test_unknown_counts_as_wrong_in_adherence():
 def test_missing_expected_size_is_left_out_of_size_accuracy():
     videos, expected = every_clip(8, 32, 32)
     wrong_size = {**expected[0], "size": "large" if expected[0]["size"] == "small" else "small"}
-    report = prompt_adherence(videos[:2], [wrong_size, {**expected[1], "size": None}])
+    report = prompt_adherence(videos[:2], [wrong_size, {**expected[1], "size": None}], SHAPES_DOMAIN)
     assert report["size"] == 0.0  # only the first clip counts
     assert report["shape"] == 1.0
     assert report["overall"] == pytest.approx(0.75)
@@ -130,7 +134,7 @@ def test_missing_expected_size_is_left_out_of_size_accuracy():
 @pytest.mark.parametrize("bad", [np.zeros((8, 32, 32, 3), np.float32), np.zeros((32, 32, 3), np.uint8)])
 def test_wrong_dtype_or_shape_is_named(bad):
     with pytest.raises(ValueError, match="uint8|shape"):
-        read_attributes(bad)
+        read_attributes(bad, SHAPES_DOMAIN)
 
 
 def test_features_separate_different_clips():
@@ -157,7 +161,7 @@ def test_features_separate_different_clips():
 )
 def test_caption_parser_reads_the_example_captions(caption, expected):
     colour, shape, size, direction = expected
-    assert attributes_from_caption(caption) == {"colour": colour, "shape": shape, "size": size, "direction": direction}
+    assert attributes_from_caption(caption, SHAPES_DOMAIN) == {"colour": colour, "shape": shape, "size": size, "direction": direction}
 
 
 def test_caption_parser_reads_every_template_and_combination():
@@ -166,12 +170,49 @@ def test_caption_parser_reads_every_template_and_combination():
         caption = template.format(shape=shape, colour=colour, size=size, direction=direction, towards=towards)
         size_named = size if "{size}" in template else None
         wanted = {"colour": colour, "shape": shape, "size": size_named, "direction": direction}
-        assert attributes_from_caption(caption) == wanted, caption
+        assert attributes_from_caption(caption, SHAPES_DOMAIN) == wanted, caption
 
 
 def test_caption_with_two_colours_is_an_error():
     with pytest.raises(ValueError, match="colours"):
-        attributes_from_caption("a red blue circle moves left")
+        attributes_from_caption("a red blue circle moves left", SHAPES_DOMAIN)
+
+
+def test_evaluation_prompts_span_the_domain_and_read_back():
+    prompts = evaluation_prompts(84, SHAPES_DOMAIN)
+    assert prompts[:2] == ["a small red circle moves left", "a large red square moves left"]
+    assert evaluation_prompts(8, SHAPES_DOMAIN) == prompts[:8]
+    named = [attributes_from_caption(prompt, SHAPES_DOMAIN) for prompt in prompts]
+    assert {(n["colour"], n["shape"], n["direction"]) for n in named} == set(itertools.product(COLOURS, SHAPES, DIRECTIONS))
+    assert [n["size"] for n in named] == ["small", "large"] * 42
+
+
+# --- a domain given as data -----------------------------------------------------------------------
+
+TWO_COLOURS = Domain(
+    shapes=("circle", "square"), colours={"crimson": (200, 0, 0), "navy": (0, 0, 128)},
+    sizes={"tiny": 0.1, "medium": 0.25, "huge": 0.4}, directions={"east": (1, 0), "west": (-1, 0)},
+    prompt_template="{size} {colour} {shape} heading {direction}", synonyms={"eastwards": "east"},
+)  # fmt: skip
+
+
+def test_clips_and_captions_read_against_the_domain_they_are_given():
+    config = SyntheticConfig(n_frames=16, height=64, width=64)
+    clip = render_clip("square", "red", "large", "right", config, np.random.default_rng(0))
+    read = read_attributes(clip, TWO_COLOURS)
+    assert (read.colour, read.shape, read.size, read.direction) == ("crimson", "square", "huge", "east")
+    wanted = {"colour": "navy", "shape": "circle", "size": "tiny", "direction": "east"}
+    assert attributes_from_caption("a tiny navy circle going eastwards", TWO_COLOURS) == wanted
+    assert attributes_from_caption("a large red triangle moves right", TWO_COLOURS) == dict.fromkeys(wanted)
+    assert evaluation_prompts(2, TWO_COLOURS) == ["tiny crimson circle heading east", "medium crimson square heading east"]
+
+
+def test_a_domain_the_reader_cannot_measure_is_an_error():
+    clip = np.zeros((8, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="hexagon"):
+        read_attributes(clip, Domain(("hexagon",), {"red": (255, 0, 0)}, {"small": 0.2}, {"left": (-1, 0)}, "{shape}"))
+    with pytest.raises(ValueError, match="sideways"):
+        Domain(("circle",), {"red": (255, 0, 0)}, {"small": 0.2}, {"left": (-1, 0)}, "{shape}", {"aside": "sideways"})
 
 
 # --- Fréchet distance ------------------------------------------------------------------------------

@@ -30,3 +30,16 @@ def test_dagster_cli_accepts_a_star_selection():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "training_clips" in out.stdout and "raw_videos" in out.stdout
+
+
+def test_the_local_instance_config_turns_run_monitoring_on_and_telemetry_off(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    from dagster import DagsterInstance
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.get() as instance:
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 86400
+        assert not instance.telemetry_enabled

@@ -114,8 +114,9 @@ def test_same_data_and_code_reuse_the_registered_versions(pipeline):
 def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp_path):
     root, instance, _, client = pipeline
     config = {"ops": {"dit_model": {"config": {"max_steps": 40}}}}
-    script = tmp_path / "train.py"
-    # The child holds its run just after the step-10 checkpoint, so the kill lands there on any machine speed.
+    script, holding = tmp_path / "train.py", tmp_path / "holding"
+    # The child holds its run just after the step-10 checkpoint and says so (`holding`), so the kill lands there on
+    # any machine speed, never while last.ckpt is half written.
     script.write_text(
         "import time\nimport pytorch_lightning as pl\nfrom dagster import materialize\n"
         "import dagster_project.assets.training as training\nfrom dagster_project.definitions import defs\n"
@@ -123,6 +124,7 @@ def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp
         "class HoldAfterStep10(pl.Callback):\n"
         "    def on_train_batch_end(self, trainer, *args):\n"
         "        if trainer.global_step > 10:\n"
+        f"            open({str(holding)!r}, 'w').close()\n"
         "            time.sleep(3600)\n"
         "train_dit = training.train_dit\n"
         "training.train_dit = lambda *args: train_dit(*args[:-1], [*args[-1], HoldAfterStep10()])\n"
@@ -135,14 +137,13 @@ def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp
     log = tmp_path / "train.log"
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 240
-    checkpoint = None
-    while time.monotonic() < deadline and checkpoint is None and proc.poll() is None:
+    while time.monotonic() < deadline and not holding.exists() and proc.poll() is None:
         time.sleep(0.5)
-        fresh = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt")) - earlier
-        checkpoint = next((c for c in fresh if (c.parent / "last.ckpt").is_file()), None)
     proc.send_signal(signal.SIGKILL)  # killed midway: no final checkpoint, nothing registered
     proc.wait()
-    assert checkpoint is not None, f"training never wrote its step-10 checkpoint: {log.read_text()[-2000:]}"
+    fresh = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt")) - earlier
+    assert holding.exists() and len(fresh) == 1, f"training never held after its step-10 checkpoint: {log.read_text()[-2000:]}"
+    (checkpoint,) = fresh
     assert not (checkpoint.parent / "step000020.ckpt").exists() and not (checkpoint.parents[1] / "final.ckpt").exists()
     assert len(client.search_model_versions("name = 'videodit-dit'")) == 1
 
@@ -152,6 +153,32 @@ def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp
     assert any("step 40/40" in m for m in logs)
     assert _metadata(resumed, "dit_model")["registered_version"] == "videodit-dit v2"
     assert len(client.search_model_versions("name = 'videodit-dit'")) == 2
+
+
+@pytest.mark.parametrize(("asset", "model", "shard", "producer"), [
+    ("vae_model", "videodit-vae", "training_clips/shards/00000.safetensors", "training_clips"),
+    ("dit_model", "videodit-dit", "video_latents/train.safetensors", "video_latents"),
+])  # fmt: skip
+def test_a_corrupt_shard_fails_once_naming_it_and_the_asset_to_materialize_again(pipeline, asset, model, shard, producer):
+    root, instance, _, client = pipeline
+    path = root / "artifacts" / shard
+    intact = path.read_bytes()
+    versions = len(client.search_model_versions(f"name = '{model}'"))
+    header = 10  # a byte of the safetensors header: today an unnamed SafetensorError, retried twice
+    path.write_bytes(intact[:header] + bytes([intact[header] ^ 1]) + intact[header + 1 :])
+    try:
+        config = {"ops": {asset: {"config": {"force_new_version": True}}}}
+        result = materialize(ALL_ASSETS, selection=[asset], run_config=config, resources=_resources(root), instance=instance, raise_on_error=False)
+    finally:
+        path.write_bytes(intact)
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]  # the same bytes on a retry
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    user_failure = failure.event_specific_data.user_failure_data
+    assert user_failure.description.startswith(f"{path} does not match its recorded sha256")
+    assert user_failure.description.endswith(f": materialize {producer} again")
+    assert user_failure.metadata["file"].value == str(path)
+    assert len(client.search_model_versions(f"name = '{model}'")) == versions  # nothing trained on it was registered
 
 
 def test_a_tracking_server_that_is_down_is_a_clear_error(pipeline):

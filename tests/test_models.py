@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
-from videodit.models.dit import SpacetimeDiT
+from videodit.models.dit import DiTConfig, SpacetimeDiT
 from videodit.models.rectified_flow import rectified_flow_loss, sample_euler, sample_timesteps
 from videodit.models.text_encoder import MiniLMTextEncoder
-from videodit.models.vae import VideoVAE, channels_to_frames, frames_to_channels
-from videodit.training.config import DiTConfig, Preset, VAEConfig, model_preset
+from videodit.models.vae import VAEConfig, VideoVAE, channels_to_frames, frames_to_channels
+from videodit.training.config import Preset, model_preset
 
 
 @pytest.fixture(scope="module")

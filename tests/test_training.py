@@ -13,9 +13,9 @@ from videodit.data.config import SyntheticConfig
 from videodit.data.shards import ShardWriter
 from videodit.data.synthetic import COLOURS, DIRECTIONS, SHAPES, caption_for, render_clip
 from videodit.evaluation.image_quality import psnr
-from videodit.models.vae import VideoVAE
+from videodit.models.vae import VideoVAE, to_uint8_videos
 from videodit.training.config import VAETrainConfig, model_preset
-from videodit.training.datamodule import ClipDataModule, LatentDataModule, ResumableBatchSampler, to_uint8_videos
+from videodit.training.datamodule import ClipDataModule, LatentDataModule, ResumableBatchSampler
 from videodit.training.dit_module import DiTModule, train_dit
 from videodit.training.ema import update_ema
 from videodit.training.latents import encode_latents

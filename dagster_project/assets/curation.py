@@ -6,6 +6,7 @@ from dagster import MaterializeResult, MetadataValue, asset
 
 from dagster_project.assets.ingestion import video_metadata
 from dagster_project.assets.validation import validated_clips
+from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.resources import Workspace
 from videodit.data.curation import curate
 from videodit.data.probe import DECODED_CLIPS_DIR
@@ -18,7 +19,8 @@ def training_clips(workspace: Workspace) -> MaterializeResult:
     curation = workspace.data().curation
     accepted = pd.read_parquet(workspace.artifacts("validated_clips") / "accepted.parquet")
     out_dir = workspace.artifacts("training_clips")
-    index = curate(accepted, workspace.artifacts("video_metadata") / DECODED_CLIPS_DIR, out_dir, curation)
+    with failing_on_corrupt_shards("video_metadata"):
+        index = curate(accepted, workspace.artifacts("video_metadata") / DECODED_CLIPS_DIR, out_dir, curation)
     ClipShards(out_dir).verify()
     counts = index["split"].value_counts()
     return MaterializeResult(

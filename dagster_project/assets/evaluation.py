@@ -9,9 +9,11 @@ from dagster import (
 )  # fmt: skip
 
 from dagster_project.assets.training import DIT_MODEL, VAE_MODEL, dit_model, read_pointer
+from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import log_video_samples
 from dagster_project.overrides import with_overrides
 from dagster_project.resources import MLflowTracking, Workspace
+from videodit.data.synthetic import SHAPES_DOMAIN
 from videodit.evaluation.model_report import LOWER_IS_BETTER, evaluate_pipeline
 from videodit.tracking.registry import CHALLENGER, CHAMPION, SCORE_TAG_PREFIX, alias_version, promote_if_better
 from videodit.training.dit_module import DiTModule
@@ -38,7 +40,8 @@ def model_evaluation(context: AssetExecutionContext, config: EvaluationSettings,
     pointer = read_pointer(workspace, "dit_model")
     pipeline = DiTModule.load_from_checkpoint(pointer["checkpoint"], map_location="cpu").eval()
     with mlflow_tracking.asset_run(context, workspace) as run:
-        metrics, samples = evaluate_pipeline(pipeline, workspace.artifacts("training_clips"), settings)
+        with failing_on_corrupt_shards("training_clips"):
+            metrics, samples = evaluate_pipeline(pipeline, workspace.artifacts("training_clips"), settings, SHAPES_DOMAIN)
         run.log_params({"evaluation": settings.__dict__, "dit_version": pointer["version"]})
         for name, value in metrics.items():
             run.client.log_metric(run.run_id, f"eval/{name}", value)

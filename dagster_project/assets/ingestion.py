@@ -119,7 +119,10 @@ def video_metadata(workspace: Workspace) -> MaterializeResult:
     """
     out_dir = workspace.artifacts("video_metadata")
     preset = workspace.data()
-    clips = read_manifest(workspace.data_dir)
+    try:
+        clips = read_manifest(workspace.data_dir)
+    except SourceError as exc:
+        raise Failure(description=str(exc), metadata={"data_dir": MetadataValue.path(str(workspace.data_dir))}, allow_retries=False) from exc
     counts = write_metadata(probe_rows(workspace.data_dir, clips, preset.probe, preset.curation), out_dir, preset.curation)
     preview = pd.read_parquet(out_dir / METADATA_FILE, columns=["path", "width", "height", "fps", "n_frames", "n_cuts", "motion_score", "decode_ok", "caption"]).head(10)
     return MaterializeResult(

@@ -12,6 +12,7 @@ from PIL import Image
 
 from dagster_project.assets.evaluation import REGISTRY_RETRY, registered_model
 from dagster_project.assets.training import DIT_MODEL, read_pointer, registered_checkpoint
+from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.resources import MLflowTracking, Workspace
 from videodit.evaluation.contact_sheet import png_data_uri
 from videodit.export import end_to_end_parity, export_bundle, graph_parity
@@ -68,7 +69,8 @@ def onnx_models(context: AssetExecutionContext, workspace: Workspace, mlflow_tra
         started = time.monotonic()
         export_bundle(vae, dit, text_encoder, out_dir, sampler, sources)
         export_s = time.monotonic() - started
-        captions, latents = _real_latents(workspace, 2)
+        with failing_on_corrupt_shards("video_latents"):
+            captions, latents = _real_latents(workspace, 2)
         diffs = graph_parity(out_dir, vae, dit, text_encoder, captions, latents)
         psnrs = end_to_end_parity(out_dir, vae, dit, text_encoder, list(PARITY_PROMPTS), [0, 1], steps=min(train.sample_steps, 10))
         parity = {"graph_max_abs_diff": diffs, "end_to_end_psnr_db": psnrs}
@@ -79,7 +81,7 @@ def onnx_models(context: AssetExecutionContext, workspace: Workspace, mlflow_tra
         if version is None:
             info = mlflow.pyfunc.log_model(name="onnx_bundle", python_model=OnnxBundleModel(), artifacts={BUNDLE_ARTIFACT: str(out_dir)},
                                            signature=SIGNATURE, pip_requirements=GENERATOR_REQUIREMENTS)  # fmt: skip
-            version = register_version(run.client, ONNX_MODEL, info.model_uri, run.run_id, print_,
+            version = register_version(run.client, ONNX_MODEL, info.model_id, run.run_id, print_,
                                        f"ONNX bundle of {DIT_MODEL} v{champion.version}", {"dit_version": str(champion.version)})  # fmt: skip
         # The bundle follows the champion.
         run.client.set_registered_model_alias(ONNX_MODEL, CHAMPION, version.version)

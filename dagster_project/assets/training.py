@@ -6,6 +6,7 @@ training (and registering) the same model twice.
 """
 
 import json
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from safetensors import safe_open
 
 from dagster_project.assets.curation import training_clips
+from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import DagsterProgress, log_video_samples
 from dagster_project.overrides import with_overrides
 from dagster_project.resources import MLflowTracking, TrackedRun, Workspace
@@ -28,12 +30,14 @@ from videodit.evaluation.model_report import reconstruct_clips
 from videodit.tracking.registry import find_version, fingerprint, register_version
 from videodit.training.dit_module import DiTModule, train_dit
 from videodit.training.latents import encode_latents, latent_stats
+from videodit.training.trainer import resumable_checkpoint
 from videodit.training.vae_module import VAEModule, train_vae
 
 VAE_MODEL = "videodit-vae"
 DIT_MODEL = "videodit-dit"
 POINTER_FILE = "model.json"
 FINAL_CHECKPOINT = "final.ckpt"
+CHECKPOINT_ARTIFACT_DIR = "checkpoint"  # where the final checkpoint lies among a training run's MLflow artifacts
 SAMPLE_PROMPTS = ("a large red circle moves left", "a small blue square moves up", "a large yellow triangle moves right", "a small white circle moves down")  # fmt: skip
 # A preempted or crashed training run is worth retrying: it resumes from its last checkpoint.
 TRAINING_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
@@ -66,24 +70,20 @@ def _write_pointer(workspace: Workspace, asset_name: str, **info) -> None:
     (workspace.artifacts(asset_name) / POINTER_FILE).write_text(json.dumps(info, indent=2, default=str))
 
 
-def registered_checkpoint(version, out_dir: Path) -> Path:
+def registered_checkpoint(version, out_dir: Path, tracking_uri: str | None = None) -> Path:
     """The final checkpoint of an already registered version: local if present, else from its MLflow run."""
     local = out_dir / FINAL_CHECKPOINT
     if not local.is_file():
         out_dir.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path=f"checkpoint/{FINAL_CHECKPOINT}", dst_path=str(out_dir)
-        )
-        Path(out_dir / "checkpoint" / FINAL_CHECKPOINT).rename(local)
+        # A local artifact store downloads to <dst>/final.ckpt, a server to <dst>/checkpoint/final.ckpt: take the
+        # path MLflow returns, from a scratch folder inside out_dir, so nothing is left behind but the checkpoint.
+        with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+            downloaded = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{FINAL_CHECKPOINT}",
+                dst_path=scratch, tracking_uri=tracking_uri,
+            )  # fmt: skip
+            Path(downloaded).rename(local)
     return local
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """last.ckpt, or the highest-step checkpoint when a kill landed between writing the two."""
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    steps = sorted(folder.glob("step*.ckpt"))
-    return steps[-1] if steps else None
 
 
 def _train_or_reuse(context, run: TrackedRun, model_name: str, print_: str, out_dir: Path, force: bool, train):
@@ -92,14 +92,14 @@ def _train_or_reuse(context, run: TrackedRun, model_name: str, print_: str, out_
     existing = None if force else find_version(run.client, model_name, print_)
     if existing is not None:
         context.log.info(f"{model_name} v{existing.version} already holds this data, code and config: reusing it")
-        return existing, registered_checkpoint(existing, out_dir)
-    resume = latest_checkpoint(out_dir / "checkpoints")
+        return existing, registered_checkpoint(existing, out_dir, run.tracking_uri)
+    resume = resumable_checkpoint(out_dir, context.log)
     if resume is not None:
         context.log.info(f"resuming from {resume}")
     module = train(resume)
     final = out_dir / FINAL_CHECKPOINT
     module.trainer.save_checkpoint(final)
-    run.client.log_artifact(run.run_id, str(final), "checkpoint")
+    run.client.log_artifact(run.run_id, str(final), CHECKPOINT_ARTIFACT_DIR)
     return None, final
 
 
@@ -109,7 +109,7 @@ def _logger(run: TrackedRun) -> MLFlowLogger:
 
 def _log_and_register(run: TrackedRun, model_name: str, model, artifact: str, signature, print_: str, card: str, tags: dict):
     info = mlflow.pytorch.log_model(model, name=artifact, signature=signature, serialization_format="pickle", pip_requirements=PIP_REQUIREMENTS)
-    return register_version(run.client, model_name, info.model_uri, run.run_id, print_, card, tags)
+    return register_version(run.client, model_name, info.model_id, run.run_id, print_, card, tags)
 
 
 def _training_result(model_name: str, version, reused: bool, print_: str, run: TrackedRun, checkpoint: Path, **pictures) -> MaterializeResult:
@@ -126,7 +126,8 @@ def _training_result(model_name: str, version, reused: bool, print_: str, run: T
     )
 
 
-@asset(group_name="training", code_version="2", deps=[training_clips], retry_policy=TRAINING_RETRY, kinds={"pytorch", "mlflow"})
+# code_version 3 (vae) / 2 (dit): the model configs moved to videodit.models, so models pickled before cannot load.
+@asset(group_name="training", code_version="3", deps=[training_clips], retry_policy=TRAINING_RETRY, kinds={"pytorch", "mlflow"})
 def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The causal video VAE, trained with Lightning on the curated clips; registered as `videodit-vae`."""
     preset = workspace.models()
@@ -135,7 +136,7 @@ def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspac
     print_ = fingerprint(data=_data_hash(workspace), code=context.assets_def.code_versions_by_key[context.asset_key],
                          vae=asdict(preset.vae), train=asdict(preset.vae_train))  # fmt: skip
     out_dir = workspace.artifacts("vae_model") / print_
-    with mlflow_tracking.asset_run(context, workspace) as run:
+    with failing_on_corrupt_shards("training_clips"), mlflow_tracking.asset_run(context, workspace) as run:
         run.log_params({"fingerprint": print_, "vae": asdict(preset.vae), "train": asdict(preset.vae_train)})
         progress = DagsterProgress(context, preset.vae_train.max_steps)
         existing, checkpoint = _train_or_reuse(
@@ -160,13 +161,14 @@ def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspac
     return _training_result(VAE_MODEL, version, existing is not None, print_, run, checkpoint, reconstructions=sheet)
 
 
-@asset(group_name="training", code_version="1", deps=[vae_model], kinds={"pytorch", "safetensors"})
+@asset(group_name="training", code_version="2", deps=[vae_model], kinds={"pytorch", "safetensors"})
 def video_latents(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
     """Every curated clip encoded once by the VAE (and its caption by the text encoder): the DiT's training data."""
     pointer = read_pointer(workspace, "vae_model")
     vae = VAEModule.load_from_checkpoint(pointer["checkpoint"], map_location="cpu").vae.eval()
     out_dir = workspace.artifacts("video_latents")
-    encode_latents(workspace.artifacts("training_clips"), vae, out_dir)
+    with failing_on_corrupt_shards("training_clips"):
+        encode_latents(workspace.artifacts("training_clips"), vae, out_dir)
     with safe_open(str(out_dir / "train.safetensors"), framework="pt") as f:
         shape = f.get_slice("latents").get_shape()
     shift, scale = latent_stats(out_dir)
@@ -184,7 +186,7 @@ def video_latents(context: AssetExecutionContext, workspace: Workspace) -> Mater
     )
 
 
-@asset(group_name="training", code_version="1", deps=[video_latents], retry_policy=TRAINING_RETRY, kinds={"pytorch", "mlflow"})
+@asset(group_name="training", code_version="2", deps=[video_latents], retry_policy=TRAINING_RETRY, kinds={"pytorch", "mlflow"})
 def dit_model(context: AssetExecutionContext, config: TrainingSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The text-conditioned spacetime DiT trained on cached latents; registered as `videodit-dit` (challenger)."""
     preset = workspace.models()
@@ -194,7 +196,7 @@ def dit_model(context: AssetExecutionContext, config: TrainingSettings, workspac
                          train=asdict(preset.dit_train), code=context.assets_def.code_versions_by_key[context.asset_key])  # fmt: skip
     out_dir = workspace.artifacts("dit_model") / print_
     vae = VAEModule.load_from_checkpoint(vae_pointer["checkpoint"], map_location="cpu").vae
-    with mlflow_tracking.asset_run(context, workspace) as run:
+    with failing_on_corrupt_shards("video_latents"), mlflow_tracking.asset_run(context, workspace) as run:
         run.log_params({"fingerprint": print_, "vae_version": vae_pointer["version"], "dit": asdict(preset.dit), "train": asdict(preset.dit_train)})
         progress = DagsterProgress(context, preset.dit_train.max_steps)
         existing, checkpoint = _train_or_reuse(

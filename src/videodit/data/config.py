@@ -54,7 +54,6 @@ class ProbeConfig:
     dark_floor: float = 24.0
     # A pixel "moves" when its brightest channel changes by more than this (0-255); codec noise stays below.
     motion_pixel_delta: int = 24
-    caption_max_tokens: int = 32
 
 
 @dataclass(frozen=True)

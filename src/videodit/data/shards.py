@@ -3,7 +3,7 @@
 Layout of a shard folder:
     index.parquet            one row per clip: clip_id, caption, split, shard, row, sha256, source path, attributes
     shards/<name>.safetensors   tensor "frames": uint8 [N, T, H, W, 3]
-    checksums.json           sha256 of every shard file, checked on read
+    checksums.json           sha256 of every shard file, checked (once per process) when a shard is first read
 """
 
 from __future__ import annotations
@@ -25,7 +25,16 @@ MAX_SHARD_BYTES = 64 << 20  # memory while curating is about one shard, whatever
 
 
 class ShardChecksumError(Exception):
-    """A shard whose bytes differ from the checksum recorded when it was written."""
+    """A shard whose bytes differ from the checksum recorded when it was written; `path` is the shard."""
+
+    def __init__(self, path: Path, recorded: str | None, actual: str):
+        super().__init__(f"{path} does not match its recorded sha256 (recorded {recorded or 'none'}, read {actual}): "
+                         "it was changed or damaged after it was written")  # fmt: skip
+        self.path = path
+
+
+# (path, size, mtime in ns, sha256) of every file verified in this process: a file is hashed once, again if it changes.
+_verified: set[tuple[str, int, int, str | None]] = set()
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -34,6 +43,31 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_checksums(root: Path) -> dict[str, str]:
+    """The sha256 of each file `write_checksums` recorded in `root`, by file name."""
+    path = Path(root) / CHECKSUMS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the files next to it cannot be verified")
+    return json.loads(path.read_text())
+
+
+def write_checksums(root: Path, checksums: dict[str, str]) -> None:
+    (Path(root) / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=2, sort_keys=True))
+
+
+def verify_file(path: Path, checksums: dict[str, str]) -> Path:
+    """`path` once its sha256 is `checksums[path.name]`, else ShardChecksumError naming it."""
+    stat = path.stat()
+    recorded = checksums.get(path.name)
+    key = (str(path.absolute()), stat.st_size, stat.st_mtime_ns, recorded)
+    if key not in _verified:
+        actual = file_sha256(path)
+        if actual != recorded:
+            raise ShardChecksumError(path, recorded, actual)
+        _verified.add(key)
+    return path
 
 
 class ShardWriter:
@@ -73,13 +107,17 @@ class ShardWriter:
         self._flush()
         index = pd.DataFrame(self._index)
         index.to_parquet(self.root / INDEX_FILE, index=False)
-        (self.root / CHECKSUMS_FILE).write_text(json.dumps(self._checksums, indent=2, sort_keys=True))
+        write_checksums(self.root, self._checksums)
         return index
 
 
 @dataclass
 class ClipShards:
-    """Read side of a shard folder. `frames(shard, row)` returns one clip as uint8 [T, H, W, 3]."""
+    """Read side of a shard folder. `frames(shard, row)` returns one clip as uint8 [T, H, W, 3].
+
+    Every shard is checked against its recorded sha256 before its first read: a changed byte is a
+    ShardChecksumError naming the shard, never a clip trained on or an unnamed safetensors error.
+    """
 
     root: Path
 
@@ -89,19 +127,20 @@ class ClipShards:
         if not index_path.is_file():
             raise FileNotFoundError(f"no training clips at {self.root}: {INDEX_FILE} is missing")
         self.index = pd.read_parquet(index_path)
+        self.checksums = read_checksums(self.root)
+
+    def shard_path(self, shard: str) -> Path:
+        return verify_file(self.root / SHARD_DIR / shard, self.checksums)
 
     def verify(self) -> None:
         """Raise ShardChecksumError naming the first shard whose sha256 is not the recorded one."""
-        expected = json.loads((self.root / CHECKSUMS_FILE).read_text())
-        for name, digest in expected.items():
-            actual = file_sha256(self.root / SHARD_DIR / name)
-            if actual != digest:
-                raise ShardChecksumError(f"{self.root / SHARD_DIR / name}: sha256 {actual} != recorded {digest}")
+        for name in self.checksums:
+            self.shard_path(name)
 
     def split(self, name: str) -> pd.DataFrame:
         return self.index[self.index["split"] == name].reset_index(drop=True)
 
     def frames(self, shard: str, row: int) -> np.ndarray:
         # Slicing reads one clip from disk, so memory does not grow with the shard size.
-        with safe_open(str(self.root / SHARD_DIR / shard), framework="np") as f:
+        with safe_open(str(self.shard_path(shard)), framework="np") as f:
             return f.get_slice("frames")[row]

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from videodit.data.config import SyntheticConfig
 from videodit.data.video_io import write_mp4
+from videodit.domain import Domain
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
@@ -46,6 +47,11 @@ CAPTION_TEMPLATES = (
     "video of a {size} {colour} {shape} going {direction} across a black screen",
 )
 TOWARDS = {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}
+# The set's vocabulary as evaluation reads it; its synonyms are the TOWARDS words that are not a direction's name.
+SHAPES_DOMAIN = Domain(
+    shapes=SHAPES, colours=COLOURS, sizes=SIZES, directions=DIRECTIONS,
+    prompt_template=CAPTION_TEMPLATES[0], synonyms={"upwards": "up", "downwards": "down"},
+)  # fmt: skip
 
 MANIFEST_COLUMNS = (
     "path", "caption", "shape", "colour", "size", "direction",

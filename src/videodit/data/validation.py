@@ -20,6 +20,9 @@ from videodit.data.config import CurationConfig, ValidationConfig
 from videodit.data.duplicates import find_near_duplicates
 
 SUITE_NAME = "video_clips"
+# What the probe measures on every clip that decodes. Column-map expectations skip nulls, so a NaN here would
+# pass every bound: each gets a not-null expectation on the decoded rows.
+MEASURED_COLUMNS = ("sha256", "width", "height", "fps", "n_frames", "duration_s", "n_cuts", "motion_score")
 DATASOURCE_NAME = "videodit"
 ASSET_NAME = "video_metadata"
 
@@ -30,6 +33,7 @@ class ValidationOutcome:
     decisions: pd.DataFrame  # every clip: path, sha256, accepted, failed_expectations, reasons
     expectation_stats: list[dict]  # per expectation: name, success, unexpected count
     data_docs_index: Path
+    suite_changed: bool  # whether this run rewrote the suite JSON (its config changed)
 
     @property
     def quarantine(self) -> pd.DataFrame:
@@ -54,9 +58,17 @@ def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.Ex
 
     v = validation
     min_duration = min_clip_duration(v, curation)
-    suite = gx.ExpectationSuite(name=SUITE_NAME)
-    for expectation in (
+    # Expectations go in through the constructor: `add_expectation` on a suite whose name is already stored saves
+    # into the stored suite at once (GX 1.x), which would rewrite the tracked JSON before anything is compared.
+    return gx.ExpectationSuite(name=SUITE_NAME, expectations=[
         rule(gxe.ExpectColumnValuesToBeInSet(column="decode_ok", value_set=[True]), "the file decodes as video"),
+        *(
+            rule(
+                gxe.ExpectColumnValuesToNotBeNull(column=column, row_condition="decode_ok==True", condition_parser="pandas"),
+                f"{column} was measured",
+            )
+            for column in MEASURED_COLUMNS
+        ),
         rule(gxe.ExpectColumnValuesToBeBetween(column="width", min_value=v.min_width), f"width ≥ {v.min_width}px"),
         rule(gxe.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_height), f"height ≥ {v.min_height}px"),
         rule(
@@ -87,20 +99,45 @@ def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.Ex
             f"not a near-duplicate of another clip (≤ {v.near_duplicate_max_changed:.1%} of its content signature "
             f"changed by more than {v.near_duplicate_pixel_delta})",
         ),
-    ):
-        suite.add_expectation(expectation)
-    return suite
+    ])  # fmt: skip
+
+
+def _get(store, name: str):
+    """The stored GX object called `name`, or None: lookups raise when nothing is stored under the name."""
+    try:
+        return store.get(name)
+    except Exception:  # GX raises a different error type for each kind of store
+        return None
+
+
+def _expectations(suite: gx.ExpectationSuite) -> list[dict]:
+    return [{k: v for k, v in e.configuration.to_json_dict().items() if k != "id"} for e in suite.expectations]
+
+
+def _stored_suite(context, suite: gx.ExpectationSuite) -> tuple[gx.ExpectationSuite, bool]:
+    """The suite as stored, rewritten only when its expectations changed (the JSON is tracked by git)."""
+    stored = _get(context.suites, SUITE_NAME)
+    if stored is not None and _expectations(stored) == _expectations(suite):
+        return stored, False
+    return context.suites.add_or_update(suite), True
 
 
 def _checkpoint(context, suite: gx.ExpectationSuite) -> gx.Checkpoint:
-    source = context.data_sources.add_or_update_pandas(DATASOURCE_NAME)
+    """The checkpoint over the metadata table; each GX object is created once and reused, so the files of the
+    GX project only change when the suite does."""
+    source = _get(context.data_sources, DATASOURCE_NAME) or context.data_sources.add_pandas(DATASOURCE_NAME)
     asset = next((a for a in source.assets if a.name == ASSET_NAME), None) or source.add_dataframe_asset(ASSET_NAME)
     batch = next((b for b in asset.batch_definitions if b.name == "all"), None) or (
         asset.add_batch_definition_whole_dataframe("all")
     )
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=SUITE_NAME, data=batch, suite=suite)
-    )
+    definition = _get(context.validation_definitions, SUITE_NAME)
+    if definition is None or definition.suite.id != suite.id or definition.batch_definition.id != batch.id:
+        definition = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=SUITE_NAME, data=batch, suite=suite)
+        )
+    checkpoint = _get(context.checkpoints, SUITE_NAME)
+    if checkpoint is not None and [d.id for d in checkpoint.validation_definitions] == [definition.id]:
+        return checkpoint
     return context.checkpoints.add_or_update(
         gx.Checkpoint(
             name=SUITE_NAME,
@@ -126,7 +163,7 @@ def validate_metadata(
         near_duplicate_of=near["near_duplicate_of"].to_numpy(), near_duplicate_changed=near["near_duplicate_changed"].to_numpy()
     )
     context = gx.get_context(mode="file", context_root_dir=str(gx_root))
-    suite = context.suites.add_or_update(build_suite(validation, curation))
+    suite, suite_changed = _stored_suite(context, build_suite(validation, curation))
     result = _checkpoint(context, suite).run(batch_parameters={"dataframe": metadata})
     (run_result,) = result.run_results.values()
 
@@ -161,7 +198,7 @@ def validate_metadata(
     decisions["accepted"] = [not failures[p] for p in decisions["path"]]
     accepted = metadata[decisions["accepted"].to_numpy()].reset_index(drop=True)
     docs = Path(gx_root) / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return ValidationOutcome(accepted, decisions, stats, docs)
+    return ValidationOutcome(accepted, decisions, stats, docs, suite_changed)
 
 
 def write_outcome(outcome: ValidationOutcome, out_dir: Path) -> dict[str, Path]:

@@ -1,17 +1,18 @@
-"""Read a clip's shape, colour, size and direction from its pixels alone — no model involved.
+"""Read a clip's shape, colour, size and direction from its pixels alone — no model involved — naming each
+with the vocabulary of the `Domain` it is read against.
 
 Every frame is split into foreground (pixels brighter than half the clip's peak brightness) and black
 background; the largest connected foreground blob is "the shape". Half-maximum is the threshold that a
 symmetric blur leaves in place on a straight edge, so blurry generated frames measure like sharp ones.
 
 Decisions, each from one measure:
-  colour     nearest palette colour to the median RGB of the blob, scaled so its brightest channel is 1
-             (a dim or washed-out red is still red);
+  colour     the domain colour nearest to the median RGB of the blob, both scaled so their brightest
+             channel is 1 (a dim or washed-out red is still red);
   shape      an apex-up triangle piles its pixels low, so its row coordinates skew negative (circle and
              square: 0) even when blur eats the apex; circle and square then split by how much of
              their bounding box they fill (π/4 against 1);
-  size       bounding-box side over frame side, cut at the geometric mean of the small and large sides;
-  direction  axis and sign of the centroid's least-squares velocity over the clip.
+  size       bounding-box side over frame side, cut at the geometric means of consecutive domain sizes;
+  direction  the domain direction closest in angle to the centroid's least-squares velocity over the clip.
 Clips without a plausible single shape (all black, noise, a flat colour) read as UNKNOWN throughout.
 """
 
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from videodit.data.synthetic import COLOURS, SIZES
+from videodit.domain import Domain
 
 UNKNOWN = "unknown"
+MEASURED_SHAPES = frozenset({"circle", "square", "triangle"})  # the shapes `_shape` tells apart
 
 # A clip whose 99th-percentile brightness is below this (0-255) has no foreground at all.
 MIN_PEAK_BRIGHTNESS = 48
@@ -44,12 +46,8 @@ MIN_BLOB_SHARE = 0.7
 # ±0.11 skewness and 0.89 fill, squares ≥ 0.94 fill. Each cut sits midway between those worst cases.
 TRIANGLE_SKEWNESS_CUT = -0.2
 FILL_CUT = 0.91
-SIZE_CUT = float(np.sqrt(SIZES["small"] * SIZES["large"]))
 # Every dataset clip travels ≥ 40% of the frame side; less than this is "not moving".
 MIN_TRAVEL_FRACTION = 0.1
-
-PALETTE_NAMES = tuple(COLOURS)
-PALETTE_CHROMA = np.array([COLOURS[name] for name in PALETTE_NAMES], dtype=np.float64) / 255.0
 
 
 def check_video(video: np.ndarray, name: str = "video") -> None:
@@ -178,9 +176,15 @@ def _is_one_shape(track: ShapeTrack) -> bool:
     )
 
 
-def _nearest_colour(rgb: np.ndarray) -> str:
-    chroma = rgb / max(float(rgb.max()), 1.0)
-    return PALETTE_NAMES[int(np.argmin(np.linalg.norm(PALETTE_CHROMA - chroma, axis=1)))]
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    """RGB scaled so its brightest channel is 1 (black stays black)."""
+    return rgb / np.maximum(rgb.max(axis=-1, keepdims=True), 1.0)
+
+
+def _nearest_colour(rgb: np.ndarray, domain: Domain) -> str:
+    names = list(domain.colours)
+    palette = _chroma(np.array([domain.colours[name] for name in names], dtype=np.float64))
+    return names[int(np.argmin(np.linalg.norm(palette - _chroma(rgb), axis=1)))]
 
 
 def _shape(fill_ratio: float, row_skewness: float) -> str:
@@ -189,16 +193,27 @@ def _shape(fill_ratio: float, row_skewness: float) -> str:
     return "square" if fill_ratio >= FILL_CUT else "circle"
 
 
-def _direction(dx: float, dy: float, frame_side: int) -> str:
+def _size(side_fraction: float, domain: Domain) -> str:
+    names = sorted(domain.sizes, key=domain.sizes.get)
+    sides = np.array([domain.sizes[name] for name in names])
+    cuts = np.sqrt(sides[:-1] * sides[1:])
+    return names[int(np.searchsorted(cuts, side_fraction, side="right"))]
+
+
+def _direction(dx: float, dy: float, frame_side: int, domain: Domain) -> str:
     if max(abs(dx), abs(dy)) < MIN_TRAVEL_FRACTION * frame_side:
         return UNKNOWN
-    if abs(dx) >= abs(dy):
-        return "right" if dx > 0 else "left"
-    return "down" if dy > 0 else "up"  # image rows grow downwards
+    names = list(domain.directions)
+    unit = np.array([domain.directions[name] for name in names], dtype=np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    return names[int(np.argmax(unit @ (dx, dy)))]  # the first of equally close directions
 
 
-def read_attributes(video: np.ndarray) -> ClipAttributes:
+def read_attributes(video: np.ndarray, domain: Domain) -> ClipAttributes:
     """Colour, shape, size and direction of the one shape in a uint8 [T, H, W, 3] clip, or UNKNOWN."""
+    unmeasured = sorted(set(domain.shapes) - MEASURED_SHAPES)
+    if unmeasured:
+        raise ValueError(f"the domain names shapes {unmeasured} this reader cannot measure: it knows {sorted(MEASURED_SHAPES)}")
     track = track_shape(video)
     fraction = float(track.foreground_fraction.mean())
     if not _is_one_shape(track):
@@ -209,10 +224,10 @@ def read_attributes(video: np.ndarray) -> ClipAttributes:
     side_fraction = float(np.nanmedian(np.maximum(track.box_width, track.box_height))) / track.frame_side
     motion = fit_motion(track)
     return ClipAttributes(
-        colour=_nearest_colour(track.colour),
+        colour=_nearest_colour(track.colour, domain),
         shape=_shape(fill_ratio, row_skewness),
-        size="small" if side_fraction < SIZE_CUT else "large",
-        direction=_direction(motion.dx, motion.dy, track.frame_side),
+        size=_size(side_fraction, domain),
+        direction=_direction(motion.dx, motion.dy, track.frame_side, domain),
         foreground_fraction=fraction,
         fill_ratio=fill_ratio,
         row_skewness=row_skewness,

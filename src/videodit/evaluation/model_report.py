@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from videodit.data.shards import ClipShards
-from videodit.data.synthetic import COLOURS, DIRECTIONS, SHAPES, SIZES
+from videodit.domain import Domain
 from videodit.evaluation.frechet import frechet_video_distance
 from videodit.evaluation.image_quality import PSNR_CAP_DB, psnr, ssim
 from videodit.evaluation.prompt_adherence import attributes_from_caption, prompt_adherence
-from videodit.training.datamodule import to_uint8_videos, to_video_tensor
+from videodit.models.vae import to_uint8_videos, to_video_tensor
 
 # Metrics where lower is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = frozenset({"frechet_distance"})
@@ -22,7 +22,7 @@ LOWER_IS_BETTER = frozenset({"frechet_distance"})
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    n_prompts: int = 84  # of the fixed prompt set: every shape × colour × direction, sizes alternating
+    n_prompts: int = 84  # of the fixed prompt set; the built-in domain's has 84: shape × colour × direction
     steps: int = 25
     guidance: float = 4.0
     seed: int = 0
@@ -32,11 +32,14 @@ class EvaluationConfig:
     min_overall: float = 0.0  # the quality floor of the `evaluation_meets_minimum` check
 
 
-def evaluation_prompts(n: int) -> list[str]:
-    """The fixed prompt set, spread over every attribute so a prefix of it is balanced too."""
-    combos = list(itertools.product(DIRECTIONS, COLOURS, SHAPES))
-    sizes = list(SIZES)
-    prompts = [f"a {sizes[i % 2]} {colour} {shape} moves {direction}" for i, (direction, colour, shape) in enumerate(combos)]
+def evaluation_prompts(n: int, domain: Domain) -> list[str]:
+    """The domain's fixed prompt set, spread over every attribute so a prefix of it is balanced too."""
+    combos = itertools.product(domain.directions, domain.colours, domain.shapes)
+    sizes = list(domain.sizes)
+    prompts = [
+        domain.prompt_template.format(size=sizes[i % len(sizes)], colour=colour, shape=shape, direction=direction)
+        for i, (direction, colour, shape) in enumerate(combos)
+    ]
     return prompts[:n]
 
 
@@ -55,14 +58,15 @@ def reconstruct_clips(vae, clips: list[np.ndarray]) -> list[np.ndarray]:
     return list(to_uint8_videos(recon))
 
 
-def evaluate_pipeline(pipeline, shards_root, config: EvaluationConfig) -> tuple[dict, dict]:
+def evaluate_pipeline(pipeline, shards_root, config: EvaluationConfig, domain: Domain) -> tuple[dict, dict]:
     """(metrics, samples): metrics is flat name → float; samples holds videos and captions for reports.
 
-    `pipeline` has `generate(prompts, seed, steps, guidance)` → uint8 [B, T, H, W, 3] and a `.vae`.
+    `pipeline` has `generate(prompts, seed, steps, guidance)` → uint8 [B, T, H, W, 3] and a `.vae`; prompts and
+    readings use the vocabulary of `domain`, the domain of the clips under `shards_root`.
     """
-    prompts = evaluation_prompts(config.n_prompts)
+    prompts = evaluation_prompts(config.n_prompts, domain)
     generated = _generate(pipeline, prompts, config)
-    adherence = prompt_adherence(generated, [attributes_from_caption(p) for p in prompts])
+    adherence = prompt_adherence(generated, [attributes_from_caption(p, domain) for p in prompts], domain)
 
     shards = ClipShards(shards_root)
     val = shards.split("val").head(config.max_val_clips)

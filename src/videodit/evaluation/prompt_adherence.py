@@ -6,28 +6,31 @@ import re
 
 import numpy as np
 
-from videodit.data.synthetic import COLOURS, DIRECTIONS, SHAPES, SIZES
+from videodit.domain import ATTRIBUTES, Domain
 from videodit.evaluation.attributes import read_attributes
 
-ATTRIBUTES = ("colour", "shape", "size", "direction")
-# Every word a caption template uses for an attribute value, mapped to that value.
-CAPTION_WORDS = {
-    "colour": {name: name for name in COLOURS},
-    "shape": {name: name for name in SHAPES},
-    "size": {name: name for name in SIZES},
-    "direction": {**{name: name for name in DIRECTIONS}, "upwards": "up", "downwards": "down"},
-}
 WORD = re.compile(r"[a-z]+")
 
 
-def attributes_from_caption(caption: str) -> dict[str, str | None]:
+def caption_words(domain: Domain) -> dict[str, dict[str, str]]:
+    """Attribute -> {caption word: the value it names}: each value's own name and the domain's synonyms of it."""
+    return {
+        attribute: {
+            **{name: name for name in names},
+            **{word: value for word, value in domain.synonyms.items() if value in names},
+        }
+        for attribute, names in domain.names().items()
+    }
+
+
+def attributes_from_caption(caption: str, domain: Domain) -> dict[str, str | None]:
     """{colour, shape, size, direction} named in a caption; None for any it does not mention.
 
     Raises ValueError when a caption names two different values of one attribute ("a red blue circle").
     """
     words = WORD.findall(caption.lower())
     found: dict[str, str | None] = {}
-    for attribute, vocabulary in CAPTION_WORDS.items():
+    for attribute, vocabulary in caption_words(domain).items():
         values = {vocabulary[word] for word in words if word in vocabulary}
         if len(values) > 1:
             raise ValueError(f"caption {caption!r} names several {attribute}s: {sorted(values)}")
@@ -35,8 +38,8 @@ def attributes_from_caption(caption: str) -> dict[str, str | None]:
     return found
 
 
-def prompt_adherence(videos: list[np.ndarray], expected: list[dict]) -> dict:
-    """Read every clip and compare it with the attributes it was asked for.
+def prompt_adherence(videos: list[np.ndarray], expected: list[dict], domain: Domain) -> dict:
+    """Read every clip against `domain` and compare it with the attributes it was asked for.
 
     `expected[i]` holds the wanted colour/shape/size/direction of `videos[i]` (e.g. from
     `attributes_from_caption`); a None or missing value is left out of that attribute's accuracy.
@@ -51,7 +54,7 @@ def prompt_adherence(videos: list[np.ndarray], expected: list[dict]) -> dict:
     per_clip = []
     hits: dict[str, list[bool]] = {attribute: [] for attribute in ATTRIBUTES}
     for index, (video, wanted) in enumerate(zip(videos, expected, strict=True)):
-        read = read_attributes(video)
+        read = read_attributes(video, domain)
         row: dict = {"clip": index}
         for attribute in ATTRIBUTES:
             want, got = wanted.get(attribute), getattr(read, attribute)

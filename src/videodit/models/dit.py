@@ -9,13 +9,29 @@ T x H x W grid, so one model serves several durations, resolutions and aspect ra
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from videodit.training.config import DiTConfig
+
+@dataclass
+class DiTConfig:
+    latent_channels: int = 4
+    hidden_size: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (time, height, width) over latents
+    mlp_ratio: float = 4.0
+    text_dim: int = 384
+    gradient_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
+
+    def __post_init__(self):
+        self.patch_size = tuple(self.patch_size)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

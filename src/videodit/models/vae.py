@@ -15,13 +15,55 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videodit.training.config import VAEConfig
-
 INITIAL_LOGVAR = -6.0
+
+
+def _power_of_two(name: str, value: int) -> None:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"{name}={value} must be a power of two")
+
+
+@dataclass
+class VAEConfig:
+    in_channels: int = 3
+    latent_channels: int = 4
+    # Width of each resolution level; there are log2(spatial_compression) + 1 levels.
+    channels: tuple[int, ...] = (64, 128, 256, 256)
+    blocks_per_level: int = 1  # conv blocks at each level besides the ones that change resolution
+    temporal_compression: int = 4
+    spatial_compression: int = 8
+    # Time taps of every causal conv, counted in latent frames (each already holds temporal_compression frames);
+    # 1 codes every latent frame on its own.
+    temporal_kernel: int = 3
+
+    def __post_init__(self):
+        self.channels = tuple(self.channels)
+        _power_of_two("spatial_compression", self.spatial_compression)
+        if self.temporal_compression < 1:
+            raise ValueError(f"temporal_compression={self.temporal_compression} must be at least 1")
+        n_levels = int(math.log2(self.spatial_compression)) + 1
+        if len(self.channels) != n_levels:
+            raise ValueError(
+                f"channels={self.channels} has {len(self.channels)} levels; "
+                f"spatial_compression={self.spatial_compression} needs {n_levels}"
+            )
+        if self.temporal_kernel < 1:
+            raise ValueError(f"temporal_kernel={self.temporal_kernel} must be at least 1")
+
+
+def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float [3, T, H, W] in [-1, 1], the pixel range the VAE codes."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8_videos(video: torch.Tensor) -> np.ndarray:
+    """float [B, 3, T, H, W] in [-1, 1] -> uint8 [B, T, H, W, 3] on the CPU: the inverse of to_video_tensor."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 class CausalConv3d(nn.Module):

@@ -1,7 +1,9 @@
 """The tracking store: an embedded SQLite file by default, any MLflow server by URI.
 
 Every Dagster run gets one parent MLflow run; each asset materialization inside it gets a nested
-child run, so the MLflow UI groups a pipeline run the way the Dagster UI does.
+child run, so the MLflow UI groups a pipeline run the way the Dagster UI does. A SQLite store keeps its
+artifacts beside itself (`<store folder>/mlartifacts/`), so every project that shares the store shares them;
+a server keeps them where it was told to (`--artifacts-destination`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ EXPERIMENT_NAME = "videodit"
 PARENT_RUN_TAG = "dagster.run_id"
 ROLE_TAG = "videodit.role"
 HEALTH_TIMEOUT_S = 3.0
+ARTIFACTS_DIR = "mlartifacts"
+SQLITE_PREFIX = "sqlite:///"
 
 
 class TrackingStoreUnavailable(Exception):
@@ -24,7 +28,12 @@ class TrackingStoreUnavailable(Exception):
 
 
 def default_tracking_uri(project_dir: Path) -> str:
-    return f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
+    return f"{SQLITE_PREFIX}{Path(project_dir).resolve() / 'mlflow.db'}"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI; None for any other store."""
+    return Path(uri.removeprefix(SQLITE_PREFIX)).resolve() if uri.startswith(SQLITE_PREFIX) else None
 
 
 def check_tracking_store(uri: str) -> None:
@@ -40,19 +49,25 @@ def check_tracking_store(uri: str) -> None:
         raise TrackingStoreUnavailable(
             f"MLflow tracking server {uri} is not reachable ({reason}); start it or point MLFLOW_TRACKING_URI elsewhere"
         )
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
+    database = sqlite_file(uri)
+    if database is not None:
+        folder = database.parent
         if not folder.is_dir():
             raise TrackingStoreUnavailable(f"MLflow tracking store {uri}: folder {folder} does not exist")
 
 
-def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
-    """The experiment's id, created with its artifacts under `artifact_root` (a local store) when new."""
+def experiment_artifact_location(tracking_uri: str, name: str) -> str | None:
+    """Where a new experiment keeps its artifacts: `mlartifacts/<name>` beside a SQLite store, the server's choice else."""
+    database = sqlite_file(tracking_uri)
+    return (database.parent / ARTIFACTS_DIR / name).as_uri() if database else None
+
+
+def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The experiment's id, created (when new) with its artifacts where the store at `tracking_uri` keeps them."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = (Path(artifact_root) / name).resolve().as_uri() if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=experiment_artifact_location(tracking_uri, name))
 
 
 def parent_run_id(client: MlflowClient, experiment_id: str, dagster_run_id: str, tags: dict[str, str]) -> str:

@@ -42,16 +42,20 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
 
 
 def register_version(
-    client: MlflowClient, name: str, model_uri: str, run_id: str, print_: str, description: str, tags: dict[str, str]
+    client: MlflowClient, name: str, model_id: str, run_id: str, print_: str, description: str, tags: dict[str, str]
 ) -> ModelVersion:
-    """Register `model_uri` as a new version of `name` and give it the `challenger` alias."""
+    """Register the logged model `model_id` as a new version of `name` and give it the `challenger` alias.
+
+    A server accepts a `models:/<model_id>` source only together with the id it names.
+    """
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=f"videodit: {name}")
     version = client.create_model_version(
-        name, source=model_uri, run_id=run_id, description=description, tags={**tags, FINGERPRINT_TAG: print_}
-    )
+        name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id, description=description,
+        tags={**tags, FINGERPRINT_TAG: print_},
+    )  # fmt: skip
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return version
 

@@ -1,63 +1,16 @@
-"""Typed configs of the models and their training runs, and the named presets `tiny`, `demo` and `base`.
+"""Typed configs of the training runs, and the named presets `tiny`, `demo` and `base` (model sizes included).
 
-Every field is a plain JSON type, so `dataclasses.asdict(cfg)` goes straight to MLflow or a Dagster Config, and
-`Cls(**d)` rebuilds it (lists come back as tuples).
+The architecture configs live beside their models (`DiTConfig` in `models/dit.py`, `VAEConfig` in
+`models/vae.py`). Every field is a plain JSON type, so `dataclasses.asdict(cfg)` goes straight to MLflow or a
+Dagster Config, and `Cls(**d)` rebuilds it (lists come back as tuples).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 
-
-def _power_of_two(name: str, value: int) -> None:
-    if value < 1 or value & (value - 1):
-        raise ValueError(f"{name}={value} must be a power of two")
-
-
-@dataclass
-class VAEConfig:
-    in_channels: int = 3
-    latent_channels: int = 4
-    # Width of each resolution level; there are log2(spatial_compression) + 1 levels.
-    channels: tuple[int, ...] = (64, 128, 256, 256)
-    blocks_per_level: int = 1  # conv blocks at each level besides the ones that change resolution
-    temporal_compression: int = 4
-    spatial_compression: int = 8
-    # Time taps of every causal conv, counted in latent frames (each already holds temporal_compression frames);
-    # 1 codes every latent frame on its own.
-    temporal_kernel: int = 3
-
-    def __post_init__(self):
-        self.channels = tuple(self.channels)
-        _power_of_two("spatial_compression", self.spatial_compression)
-        if self.temporal_compression < 1:
-            raise ValueError(f"temporal_compression={self.temporal_compression} must be at least 1")
-        n_levels = int(math.log2(self.spatial_compression)) + 1
-        if len(self.channels) != n_levels:
-            raise ValueError(
-                f"channels={self.channels} has {len(self.channels)} levels; "
-                f"spatial_compression={self.spatial_compression} needs {n_levels}"
-            )
-        if self.temporal_kernel < 1:
-            raise ValueError(f"temporal_kernel={self.temporal_kernel} must be at least 1")
-
-
-@dataclass
-class DiTConfig:
-    latent_channels: int = 4
-    hidden_size: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    patch_size: tuple[int, int, int] = (1, 2, 2)  # (time, height, width) over latents
-    mlp_ratio: float = 4.0
-    text_dim: int = 384
-    gradient_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
-
-    def __post_init__(self):
-        self.patch_size = tuple(self.patch_size)
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+from videodit.models.dit import DiTConfig
+from videodit.models.vae import VAEConfig
 
 
 @dataclass

@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from videodit.data.shards import ClipShards
+from videodit.models.vae import to_video_tensor
+from videodit.training.latents import verified_latents
 
 
 class ResumableBatchSampler(Sampler):
@@ -93,16 +95,6 @@ class ResumableDataModule(pl.LightningDataModule):
         self.start_batch = state["batches_consumed"]
 
 
-def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float [3, T, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-
-
-def to_uint8_videos(video: torch.Tensor) -> np.ndarray:
-    """float [B, 3, T, H, W] in [-1, 1] -> uint8 [B, T, H, W, 3] on the CPU: the inverse of to_video_tensor."""
-    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
-
-
 class ClipDataset(Dataset):
     """Curated clips as VAE inputs, optionally cut to random windows/crops (fully convolutional: any size trains)."""
 
@@ -141,6 +133,7 @@ class ClipDataModule(ResumableDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         shards = ClipShards(self.shards_root)
+        shards.verify()  # here, not first in a loader worker, which would re-raise the error without its file
         self.train_data = ClipDataset(shards, "train", self.clip_frames, self.crop_size)
         self.val_data = ClipDataset(shards, "val")
 
@@ -153,6 +146,7 @@ class LatentDataset(Dataset):
     """
 
     def __init__(self, path: Path, caption_dropout: float = 0.0):
+        path = verified_latents(path)
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()

@@ -11,12 +11,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from videodit.models.dit import DiTBlock, SpacetimeDiT
+from videodit.models.dit import DiTBlock, DiTConfig, SpacetimeDiT
 from videodit.models.rectified_flow import rectified_flow_loss, sample_euler
 from videodit.models.text_encoder import TextEncoder, default_text_encoder, encode_with_null_caption
-from videodit.models.vae import VideoVAE
-from videodit.training.config import DiTConfig, DiTTrainConfig, Preset, VAEConfig
-from videodit.training.datamodule import LatentDataModule, to_uint8_videos
+from videodit.models.vae import VAEConfig, VideoVAE, to_uint8_videos
+from videodit.training.config import DiTTrainConfig, Preset
+from videodit.training.datamodule import LatentDataModule
 from videodit.training.ema import ema_decay_at, update_ema
 from videodit.training.latents import latent_stats
 from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw

@@ -5,7 +5,8 @@ Output folder: `train.safetensors` and `val.safetensors` (absent when the index 
     text      float [N, L, D]         caption token embeddings;  text_mask bool [N, L]
     null_text float [1, L, D]         the empty caption (classifier-free guidance);  null_mask bool [1, L]
 and metadata clip_ids, captions (JSON lists) and latent_shift / latent_scale: the train latents' mean and
-1/std, which map latents to roughly unit variance, the scale the rectified-flow noise assumes.
+1/std, which map latents to roughly unit variance, the scale the rectified-flow noise assumes; `checksums.json`
+holds the sha256 of both files, checked when they are read.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from videodit.data.shards import ClipShards
+from videodit.data.shards import ClipShards, file_sha256, read_checksums, verify_file, write_checksums
 from videodit.models.text_encoder import TextEncoder, default_text_encoder
-from videodit.models.vae import VideoVAE
-from videodit.training.datamodule import to_video_tensor
+from videodit.models.vae import VideoVAE, to_video_tensor
 
 
 @torch.no_grad()
@@ -42,6 +42,7 @@ def encode_latents(
     for split in ("train", "val"):
         rows = shards.split(split)
         if rows.empty:  # a dataset too small for a validation split still trains
+            (out_dir / f"{split}.safetensors").unlink(missing_ok=True)  # not an earlier run's split
             continue
         latents = []
         for start in range(0, len(rows), batch_size):
@@ -53,19 +54,29 @@ def encode_latents(
         encoded[split] = (rows, torch.cat(latents), text.cpu(), mask.cpu())
     train_latents = encoded["train"][1]
     shift, scale = train_latents.mean().item(), 1.0 / train_latents.std().item()
+    checksums = {}
     for split, (rows, latents, text, mask) in encoded.items():
+        path = out_dir / f"{split}.safetensors"
         save_file(
             {"latents": latents.contiguous(), "text": text.contiguous(), "text_mask": mask.contiguous(),
              "null_text": null_text.cpu().contiguous(), "null_mask": null_mask.cpu().contiguous()},
-            str(out_dir / f"{split}.safetensors"),
+            str(path),
             metadata={"clip_ids": json.dumps(rows["clip_id"].tolist()), "captions": json.dumps(rows["caption"].tolist()),
                       "latent_shift": repr(shift), "latent_scale": repr(scale)},
         )  # fmt: skip
+        checksums[path.name] = file_sha256(path)
+    write_checksums(out_dir, checksums)
     return out_dir
+
+
+def verified_latents(path: Path) -> Path:
+    """A file written by `encode_latents`, once it matches the sha256 recorded next to it (else ShardChecksumError)."""
+    path = Path(path)
+    return verify_file(path, read_checksums(path.parent))
 
 
 def latent_stats(latents_dir: Path) -> tuple[float, float]:
     """(latent_shift, latent_scale) recorded by encode_latents."""
-    with safe_open(str(Path(latents_dir) / "train.safetensors"), framework="pt") as f:
+    with safe_open(str(verified_latents(Path(latents_dir) / "train.safetensors")), framework="pt") as f:
         meta = f.metadata()
     return float(meta["latent_shift"]), float(meta["latent_scale"])

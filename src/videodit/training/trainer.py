@@ -1,8 +1,9 @@
-"""How every training run is executed: the Lightning Trainer (device, precision, strategy, checkpoints) and the
-AdamW + warmup/cosine optimiser both the VAE and the DiT use."""
+"""How every training run is executed: the Lightning Trainer (device, precision, strategy, checkpoints), which
+checkpoint a run resumes from, and the AdamW + warmup/cosine optimiser both the VAE and the DiT use."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from pytorch_lightning.trainer.connectors import checkpoint_connector
 from videodit.training.config import TrainConfig
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+CHECKPOINT_DIR = "checkpoints"
+STEP_CHECKPOINT = "step{step:06d}"  # every checkpoint_every_steps; ModelCheckpoint adds FILE_EXTENSION
+LAST_CHECKPOINT = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION
+BROKEN_SUFFIX = ".broken"  # a checkpoint that does not load, kept for inspection but never resumed from
+
+_log = logging.getLogger(__name__)
 
 
 def ignore_broken_omegaconf() -> None:
@@ -66,10 +73,11 @@ def build_trainer(
     """A Trainer that runs `config.max_steps` optimiser steps over an endless, resumable batch stream.
 
     Checkpoints go to `out_dir/checkpoints` every `checkpoint_every_steps` (plus `last.ckpt`); pass one to
-    `trainer.fit(..., ckpt_path=...)` to resume exactly. `logger` is any Lightning logger, e.g. MLFlowLogger.
+    `trainer.fit(..., ckpt_path=...)` to resume exactly (`resumable_checkpoint` finds it). `logger` is any
+    Lightning logger, e.g. MLFlowLogger.
     """
     checkpoint = ModelCheckpoint(
-        dirpath=Path(out_dir) / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
+        dirpath=Path(out_dir) / CHECKPOINT_DIR, filename=STEP_CHECKPOINT, auto_insert_metric_name=False,
         every_n_train_steps=config.checkpoint_every_steps, save_top_k=-1, save_last=True,
     )  # fmt: skip
     return pl.Trainer(
@@ -93,6 +101,26 @@ def build_trainer(
         enable_model_summary=False,
         enable_progress_bar=False,
     )
+
+
+def resumable_checkpoint(out_dir: Path, log: logging.Logger = _log) -> Path | None:
+    """The newest checkpoint under `out_dir/checkpoints` that loads: last.ckpt, else the highest step (a kill can
+    land between writing the two). One that does not load (truncated, overwritten) is logged and renamed to
+    `<name>.broken`, so no later run tries it again. None: there is nothing to resume, train from the start."""
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    newest_first = [folder / LAST_CHECKPOINT, *sorted(folder.glob(f"step*{ModelCheckpoint.FILE_EXTENSION}"), reverse=True)]
+    broken = []
+    for path in filter(Path.is_file, newest_first):
+        try:
+            torch.load(path, map_location="cpu", mmap=True, weights_only=False)  # mmap: tensors are not read
+            return path
+        except Exception as error:  # RuntimeError, EOFError, UnpicklingError, ...: it depends on where the file breaks
+            path.rename(path.with_name(path.name + BROKEN_SUFFIX))
+            broken.append(path.name)
+            log.warning(f"checkpoint {path} does not load ({error}): moved aside to {path.name}{BROKEN_SUFFIX}")
+    if broken:
+        log.warning(f"no checkpoint in {folder} loads ({', '.join(broken)} moved aside): training starts from step 0")
+    return None
 
 
 def warmup_cosine_adamw(params, config: TrainConfig) -> dict:

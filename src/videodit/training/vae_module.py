@@ -15,9 +15,9 @@ import pytorch_lightning as pl
 import torch
 
 from videodit.evaluation.image_quality import PSNR_CAP_DB, psnr, ssim
-from videodit.models.vae import VideoVAE
-from videodit.training.config import Preset, VAEConfig, VAETrainConfig
-from videodit.training.datamodule import ClipDataModule, to_uint8_videos
+from videodit.models.vae import VAEConfig, VideoVAE, to_uint8_videos
+from videodit.training.config import Preset, VAETrainConfig
+from videodit.training.datamodule import ClipDataModule
 from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
 
 # Pixels in [-1, 1]: 0.1 is 13 of 255 levels, above codec noise on a flat background.
