@@ -10,7 +10,8 @@ import mlflow
 import pandas as pd
 import yaml
 from dagster import (
-    AssetExecutionContext, ConfigurableResource, DagsterEventType, DagsterInstance, DagsterRunStatus, Failure, InitResourceContext,
+    AssetExecutionContext, ConfigurableResource, DagsterEventType, DagsterExecutionInterruptedError, DagsterInstance,
+    DagsterRunStatus, Failure, InitResourceContext,
 )  # fmt: skip
 from mlflow import MlflowClient
 
@@ -20,6 +21,7 @@ from videodit.evaluation.model_report import EvaluationConfig
 from videodit.presets import DataPreset, data_preset, evaluation_preset
 from videodit.training.config import Preset, model_preset
 from videodit.tracking.mlflow_store import (
+    ASSET_TAG,
     EXPERIMENT_NAME,
     PARENT_RUN_TAG,
     TrackingStoreUnavailable,
@@ -139,6 +141,25 @@ def _end_stale_runs(context: AssetExecutionContext, client: MlflowClient, experi
             context.log.warning(f"Dagster run {run_id} was left STARTED by its dead worker {worker}: marked failed")
 
 
+INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)  # a run terminated from the UI, Ctrl-C
+# How a parent run ends from its children's endings: the worst of them, a kill worst of all.
+ENDED_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def _ended_status(error: BaseException) -> str:
+    return "KILLED" if isinstance(error, INTERRUPTS) else "FAILED"
+
+
+def _parent_status(client: MlflowClient, experiment: str, parent: str) -> str:
+    """The worst ending among the last child run of each asset under `parent` (an asset retried into success counts
+    as a success); children still running do not count yet."""
+    children = client.search_runs(
+        [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", order_by=["attributes.start_time ASC"]
+    )
+    last = {child.data.tags.get(ASSET_TAG): child.info.status for child in children}
+    return max((s for s in last.values() if s in ENDED_STATUSES), key=ENDED_STATUSES.index, default="FINISHED")
+
+
 class MLflowTracking(ConfigurableResource):
     """MLflow tracking and registry: `sqlite:///<project>/mlflow.db` by default, any server by URI."""
 
@@ -160,7 +181,10 @@ class MLflowTracking(ConfigurableResource):
 
     @contextmanager
     def asset_run(self, context: AssetExecutionContext, workspace: Workspace) -> Iterator[TrackedRun]:
-        """A child run under this Dagster run's parent run, tagged with run id, asset, data version and commit."""
+        """A child run under this Dagster run's parent run, tagged with run id, asset, data version and commit.
+
+        The child ends FINISHED, FAILED when the asset raised, KILLED when it was interrupted; the parent ends as
+        the worst of its assets' last children (`_parent_status`)."""
         uri = self.uri(workspace)
         client = self.client(workspace)
         experiment = ensure_experiment(client, self.experiment_name, uri)
@@ -177,9 +201,13 @@ class MLflowTracking(ConfigurableResource):
         asset = context.asset_key.to_user_string()
         run_id = child_run_id(client, experiment, parent, asset, tags)
         context.log.info(f"MLflow run {run_id} (parent {parent}) at {uri}")
+        mlflow.start_run(run_id=run_id, log_system_metrics=True)  # system metrics (CPU, memory, GPU) are sampled meanwhile
+        status = "FINISHED"
         try:
-            # The fluent run ends FAILED on an exception; system metrics (CPU, memory, GPU) are sampled meanwhile.
-            with mlflow.start_run(run_id=run_id, log_system_metrics=True):
-                yield TrackedRun(client, run_id, uri, tags)
+            yield TrackedRun(client, run_id, uri, tags)
+        except BaseException as error:
+            status = _ended_status(error)
+            raise
         finally:
-            client.set_terminated(parent, "FINISHED")
+            mlflow.end_run(status)
+            client.set_terminated(parent, _parent_status(client, experiment, parent))

@@ -83,3 +83,68 @@ def restore_mlflow_uris():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+class NetworkBlocked(OSError):
+    """Raised by `no_network` for any connection or name lookup that would leave this machine."""
+
+
+def _is_loopback(host) -> bool:
+    import ipaddress
+
+    host = host.decode() if isinstance(host, bytes) else str(host)
+    if host in ("localhost", "") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: resolving it would query DNS
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """The network is gone for the test: connecting (TCP or UDP) to, or resolving, anything but loopback raises
+    NetworkBlocked at once, so code that reaches for a hub fails loudly instead of timing out or succeeding."""
+    import socket
+
+    def guard(address):
+        host = address[0] if isinstance(address, tuple) else address  # AF_UNIX paths are strings: local
+        if isinstance(address, tuple) and not _is_loopback(host):
+            raise NetworkBlocked(f"test tried to reach {address!r} with the network blocked")
+
+    real_connect, real_connect_ex, real_sendto = socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self, address):
+        guard(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        guard(address)
+        return real_connect_ex(self, address)
+
+    def sendto(self, data, *args):
+        guard(args[-1])
+        return real_sendto(self, data, *args)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and not _is_loopback(host):
+            raise NetworkBlocked(f"test tried to resolve {host!r} with the network blocked")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket.socket, "sendto", sendto)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)  # create_connection resolves through it first
+    yield NetworkBlocked
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models step many times faster on one intra-op thread than on two cores shared with other work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,7 +14,7 @@ from torch.export import Dim
 
 from tiny_bundle import STEPS, tiny_bundle
 from videodit.export import end_to_end_parity, export_bundle, graph_parity
-from videodit.export.onnx_export import _export
+from videodit.export.onnx_export import OPSET, _export
 from videodit.generation.onnx_generator import euler_timesteps
 
 PROMPTS = ["a red circle moves left", "a large blue square moves up"]
@@ -37,7 +37,13 @@ def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
     assert spec["sampler"]["max_tokens"] == bundle.text_encoder.max_tokens
     assert spec["limits"]["dynamic_latent_thw"] is True
     assert spec["source_versions"] == {"model_version": "tiny-test"}
-    assert spec["versions"]["onnxruntime"] and spec["opset"] >= 17
+    assert spec["versions"]["onnxruntime"] and spec["opset"] == OPSET
+    ops = {}
+    for graph in ("text_encoder", "dit", "vae_decoder"):  # every graph was written at the pinned opset
+        model = onnx.load(bundle.path / f"{graph}.onnx", load_external_data=False)
+        assert {o.domain: o.version for o in model.opset_import}[""] == OPSET, graph
+        ops[graph] = {node.op_type for node in model.graph.node}
+    assert {"Attention", "Gelu"} <= ops["dit"], ops["dit"]  # what the pin buys: fused attention and GELU nodes
 
 
 def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):

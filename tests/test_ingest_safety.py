@@ -172,3 +172,16 @@ def test_a_huge_caption_is_read_and_the_header_is_checked_first(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"path": "a.mp4", "text": "no caption field"}\n')
     with pytest.raises(SourceError, match=r"c\.jsonl has no `caption` field in any row"):
         read_captions(tmp_path / "c.jsonl")
+
+
+def test_a_write_that_fails_half_way_leaves_the_previous_file(tmp_path):
+    from videodit.files import replaced_atomically
+
+    target = tmp_path / "metadata.parquet"
+    target.write_bytes(b"the previous, complete table")
+    with pytest.raises(RuntimeError):
+        with replaced_atomically(target) as tmp:
+            tmp.write_bytes(b"PAR1")  # a run killed here left a 4-byte parquet before
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"the previous, complete table"
+    assert [p.name for p in tmp_path.iterdir()] == ["metadata.parquet"]

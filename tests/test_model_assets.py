@@ -232,9 +232,41 @@ def test_cli_generates_from_the_champion_with_only_a_prompt(pipeline, tmp_path, 
     assert cli_main(["generate", "a red circle", "--model", "models:/videodit-onnx@nope"]) == 2
 
 
-def test_sensor_retrains_once_per_data_version_and_the_schedule_is_weekly(pipeline):
+def test_sensor_run_key_is_the_dvc_data_version_and_the_schedule_is_weekly(pipeline):
     _, instance, result, _ = pipeline
     context = build_sensor_context(instance=instance, definitions=defs)
     (request,) = retrain_on_new_data.evaluate_tick(context).run_requests
-    assert request.run_key == _metadata(result, "raw_videos")["dvc_md5"]
+    assert request.run_key == _metadata(result, "raw_videos")["dvc_md5"]  # what raw_videos really tags
     assert weekly_retraining.cron_schedule == "0 3 * * 1" and weekly_retraining.job_name == "training_job"
+
+
+def test_sensor_requests_one_run_per_data_version_over_ticks():
+    """Ticks as the daemon runs them: one cursor carried from tick to tick over one instance's event log."""
+    from dagster import AssetMaterialization
+
+    launched = []  # the daemon launches a request only if this sensor has not used its run key before
+
+    with DagsterInstance.ephemeral() as instance:
+        cursor = None
+
+        def tick(*data_versions):
+            nonlocal cursor
+            for version in data_versions:
+                tags = {"dagster/data_version": version} if version else {}
+                instance.report_runless_asset_event(AssetMaterialization("raw_videos", tags=tags))
+            context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+            result = retrain_on_new_data.evaluate_tick(context)
+            cursor = result.cursor
+            launched.extend(r.run_key for r in result.run_requests if r.run_key not in launched)
+            return result
+
+        first = tick("md5-a")
+        assert [r.run_key for r in first.run_requests] == ["md5-a"]
+        assert first.run_requests[0].job_name in (None, "retraining_job")
+        assert first.run_requests[0].tags["videodit/data_version"] == "md5-a"
+        assert not tick().run_requests  # nothing new since the cursor: no request at all
+        again = tick("md5-a")  # raw_videos materialized again over the same data: same version, same run key
+        assert [r.run_key for r in again.run_requests] == ["md5-a"]  # which the daemon does not launch twice
+        assert tick(None).skip_message == "raw_videos materialization without a data version"
+        assert [r.run_key for r in tick("md5-b").run_requests] == ["md5-b"]
+    assert launched == ["md5-a", "md5-b"]  # three materializations with a version, two data versions: two runs

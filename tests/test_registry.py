@@ -1,4 +1,5 @@
-"""Champion/challenger policy, the tracking store's errors and artifact location, and stale runs, on real SQLite stores."""
+"""The tracking store's errors and artifact location, how asset runs end, and stale runs, on real SQLite stores
+(champion/challenger policy: test_promotion.py)."""
 
 import os
 import signal
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, asset, materialize
+from dagster import DagsterExecutionInterruptedError, DagsterInstance, DagsterRunStatus, RetryPolicy, asset, materialize
 from mlflow import MlflowClient
 
 from dagster_project.resources import MLflowTracking, Workspace
@@ -18,9 +19,7 @@ from videodit.tracking.mlflow_store import (
     PARENT_RUN_TAG, TrackingStoreUnavailable, check_tracking_store, child_run_id, default_tracking_uri, ensure_experiment,
     parent_run_id,
 )  # fmt: skip
-from videodit.tracking.registry import (
-    CHALLENGER, CHAMPION, SCORE_TAG_PREFIX, alias_version, find_version, fingerprint, promote_if_better, register_version,
-)  # fmt: skip
+from videodit.tracking.registry import fingerprint
 from videodit.tracking.stale_runs import WORKER_TAG, end_stale_runs, worker_tag
 
 
@@ -32,38 +31,6 @@ def client(tmp_path_factory):
     mlflow.set_tracking_uri(uri)  # the SQLite registry looks a `models:/<id>` source up through the process-wide URI
     yield MlflowClient(uri, registry_uri=uri), root
     mlflow.set_tracking_uri(before)
-
-
-def _register(client, root, print_, score):
-    experiment = ensure_experiment(client, "registry", default_tracking_uri(root))
-    model = client.create_logged_model(experiment)
-    version = register_version(client, "videodit-test", model.model_id, None, print_, "card", {"k": "v"})
-    assert version.source == f"models:/{model.model_id}"
-    client.set_model_version_tag("videodit-test", version.version, f"{SCORE_TAG_PREFIX}overall", str(score))
-    return client.get_model_version("videodit-test", version.version)
-
-
-def test_first_model_is_champion_and_only_a_better_one_replaces_it(client):
-    client, root = client
-    v1 = _register(client, root, "aaa", 0.50)
-    assert alias_version(client, "videodit-test", CHALLENGER).version == v1.version
-    first = promote_if_better(client, "videodit-test", v1, "overall")
-    assert first.promoted and "first" in first.reason
-    assert alias_version(client, "videodit-test", CHAMPION).version == v1.version
-
-    worse = _register(client, root, "bbb", 0.40)
-    decision = promote_if_better(client, "videodit-test", worse, "overall")
-    assert not decision.promoted and decision.champion_score == 0.5 and decision.challenger_score == 0.4
-    assert alias_version(client, "videodit-test", CHAMPION).version == v1.version
-    assert alias_version(client, "videodit-test", CHALLENGER).version == worse.version
-    assert client.get_model_version("videodit-test", worse.version).tags["promotion.promoted"] == "False"
-
-    better = _register(client, root, "ccc", 0.90)
-    assert promote_if_better(client, "videodit-test", better, "overall").promoted
-    assert alias_version(client, "videodit-test", CHAMPION).version == better.version
-    # Lower-is-better metrics (a Fréchet distance) compare the other way.
-    assert find_version(client, "videodit-test", "bbb").version == worse.version
-    assert find_version(client, "videodit-test", "zzz") is None
 
 
 def test_runs_nest_under_one_parent_per_dagster_run(client):
@@ -108,6 +75,56 @@ def _resources(root, uri):
 def _runs(uri):
     client = MlflowClient(uri)
     return client.search_runs([client.get_experiment_by_name("videodit").experiment_id])
+
+
+@asset
+def fails(context, workspace: Workspace, mlflow_tracking: MLflowTracking) -> None:
+    with mlflow_tracking.asset_run(context, workspace):
+        raise RuntimeError("the asset failed")
+
+
+@asset(retry_policy=RetryPolicy(max_retries=1))
+def fails_once(context, workspace: Workspace, mlflow_tracking: MLflowTracking) -> None:
+    with mlflow_tracking.asset_run(context, workspace):
+        if context.retry_number == 0:
+            raise RuntimeError("the first attempt failed")
+
+
+def _interrupted_by(interrupt: type[BaseException]):
+    @asset(name="interrupted")
+    def interrupted(context, workspace: Workspace, mlflow_tracking: MLflowTracking) -> None:
+        with mlflow_tracking.asset_run(context, workspace):
+            raise interrupt()
+
+    return interrupted
+
+
+def _statuses(uri, dagster_run_id):
+    """(the parent run's status, each child run's (asset, status) in start order) of one Dagster run."""
+    runs = sorted(_runs(uri), key=lambda r: r.info.start_time)
+    runs = [r for r in runs if r.data.tags[PARENT_RUN_TAG] == dagster_run_id]
+    (parent,) = [r.info.status for r in runs if r.data.tags["videodit.role"] == "pipeline"]
+    return parent, [(r.info.run_name, r.info.status) for r in runs if r.data.tags["videodit.role"] == "asset"]
+
+
+def test_an_asset_that_raises_ends_its_run_and_the_parent_failed(tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    result = materialize([tracked, fails], resources=_resources(tmp_path, uri), raise_on_error=False)
+    parent, children = _statuses(uri, result.run_id)
+    assert sorted(children) == [("fails", "FAILED"), ("tracked", "FINISHED")] and parent == "FAILED"
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, DagsterExecutionInterruptedError])
+def test_an_interrupted_asset_ends_its_run_and_the_parent_killed(tmp_path, interrupt):
+    uri = default_tracking_uri(tmp_path)
+    result = materialize([_interrupted_by(interrupt)], resources=_resources(tmp_path, uri), raise_on_error=False)
+    assert _statuses(uri, result.run_id) == ("KILLED", [("interrupted", "KILLED")])
+
+
+def test_an_asset_retried_into_success_ends_the_parent_finished(tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    result = materialize([fails_once], resources=_resources(tmp_path, uri))
+    assert _statuses(uri, result.run_id) == ("FINISHED", [("fails_once", "FAILED"), ("fails_once", "FINISHED")])
 
 
 def test_projects_sharing_a_sqlite_store_keep_artifacts_beside_the_store(tmp_path):

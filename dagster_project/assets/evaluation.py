@@ -1,24 +1,32 @@
 """Stage 5, evaluation and registry: score the challenger, promote it when it beats the champion."""
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
     AssetCheckResult, AssetExecutionContext, Backoff, Config, MaterializeResult, MetadataValue, RetryPolicy, asset,
     asset_check,
 )  # fmt: skip
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 
-from dagster_project.assets.training import DIT_MODEL, VAE_MODEL, dit_model, read_pointer
+from dagster_project.assets.training import DIT_MODEL, VAE_MODEL, data_hash, dit_model, read_pointer, registered_checkpoint
 from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import log_video_samples
 from dagster_project.overrides import with_overrides
-from dagster_project.resources import MLflowTracking, Workspace
+from dagster_project.resources import MLflowTracking, TrackedRun, Workspace
 from videodit.data.synthetic import SHAPES_DOMAIN
-from videodit.evaluation.model_report import LOWER_IS_BETTER, evaluate_pipeline
-from videodit.tracking.registry import CHALLENGER, CHAMPION, SCORE_TAG_PREFIX, alias_version, promote_if_better
+from videodit.evaluation.model_report import LOWER_IS_BETTER, EvaluationConfig, evaluate_pipeline
+from videodit.tracking.registry import (
+    CHALLENGER, CHAMPION, EVAL_CONFIG_TAG, SCORE_TAG_PREFIX, Rescorer, alias_version, fingerprint, missing_model_files,
+    promote_if_better, record_scores,
+)  # fmt: skip
 from videodit.training.dit_module import DiTModule
 
 REPORT_FILE = "evaluation.json"
+EVALUATION_HEADING = "\n\nEvaluation:\n"  # a model card's scores follow it, up to the card's end
 # The registry is a network service when MLflow runs as a server: a blip deserves a retry.
 REGISTRY_RETRY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL)
 
@@ -32,24 +40,46 @@ class EvaluationSettings(Config):
     min_overall: float | None = None
 
 
+def _evaluate(workspace: Workspace, settings: EvaluationConfig, checkpoint: Path) -> tuple[dict, dict]:
+    """(metrics, samples) of the pipeline saved at `checkpoint`, on this project's clips."""
+    pipeline = DiTModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    with failing_on_corrupt_shards("training_clips"):
+        return evaluate_pipeline(pipeline, workspace.artifacts("training_clips"), settings, SHAPES_DOMAIN)
+
+
+def _evaluation_hash(workspace: Workspace, settings: EvaluationConfig) -> str:
+    """What the scores depend on: the evaluation settings and the clips they are measured against."""
+    return fingerprint(evaluation=asdict(settings), data=data_hash(workspace))
+
+
+def _rescorer(workspace: Workspace, settings: EvaluationConfig, run: TrackedRun) -> Rescorer:
+    """Scores a registered version (the champion) under `settings`, from its checkpoint in its MLflow run."""
+
+    def rescore(version: ModelVersion) -> dict[str, float]:
+        checkpoint = registered_checkpoint(version, workspace.artifacts("model_evaluation") / f"dit-v{version.version}", run.tracking_uri)
+        return _evaluate(workspace, settings, checkpoint)[0]
+
+    return rescore
+
+
 @asset(group_name="evaluation", code_version="1", deps=[dit_model], retry_policy=REGISTRY_RETRY, kinds={"mlflow"})
 def model_evaluation(context: AssetExecutionContext, config: EvaluationSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """Prompt adherence (colour, shape, size, direction read back from pixels), an FVD-like score on the
-    validation clips and VAE PSNR/SSIM; the challenger takes `champion` when it wins on the primary metric."""
+    validation clips and VAE PSNR/SSIM; the challenger takes `champion` when it wins on the primary metric
+    (the champion is evaluated again first when its scores came from another evaluation)."""
     settings = with_overrides(workspace.evaluation(), config)
     pointer = read_pointer(workspace, "dit_model")
-    pipeline = DiTModule.load_from_checkpoint(pointer["checkpoint"], map_location="cpu").eval()
     with mlflow_tracking.asset_run(context, workspace) as run:
-        with failing_on_corrupt_shards("training_clips"):
-            metrics, samples = evaluate_pipeline(pipeline, workspace.artifacts("training_clips"), settings, SHAPES_DOMAIN)
-        run.log_params({"evaluation": settings.__dict__, "dit_version": pointer["version"]})
+        metrics, samples = _evaluate(workspace, settings, Path(pointer["checkpoint"]))
+        evaluation_hash = _evaluation_hash(workspace, settings)
+        run.log_params({"evaluation": settings.__dict__, "evaluation_hash": evaluation_hash, "dit_version": pointer["version"]})
         for name, value in metrics.items():
             run.client.log_metric(run.run_id, f"eval/{name}", value)
-            run.client.set_model_version_tag(DIT_MODEL, pointer["version"], f"{SCORE_TAG_PREFIX}{name}", f"{value:.6f}")
-        challenger = run.client.get_model_version(DIT_MODEL, pointer["version"])
+        challenger = record_scores(run.client, DIT_MODEL, pointer["version"], metrics, evaluation_hash)
         decision = promote_if_better(
-            run.client, DIT_MODEL, challenger, settings.primary_metric, settings.primary_metric not in LOWER_IS_BETTER
-        )
+            run.client, DIT_MODEL, challenger, settings.primary_metric, _rescorer(workspace, settings, run),
+            settings.primary_metric not in LOWER_IS_BETTER,
+        )  # fmt: skip
         if decision.promoted:  # the champion pipeline's VAE is the VAE it was trained with
             run.client.set_registered_model_alias(VAE_MODEL, CHAMPION, pointer["vae_version"])
         context.log.info(decision.reason)
@@ -67,6 +97,7 @@ def model_evaluation(context: AssetExecutionContext, config: EvaluationSettings,
             "challenger": f"{DIT_MODEL} v{pointer['version']}",
             "champion_before": f"v{decision.champion_version}" if decision.champion_version else "none",
             "champion_score_before": decision.champion_score if decision.champion_score is not None else "none",
+            "evaluation_hash": evaluation_hash,
             "promoted": decision.promoted,
             "decision": decision.reason,
             "generated": sheet,
@@ -81,6 +112,13 @@ def evaluation_meets_minimum(workspace: Workspace) -> AssetCheckResult:
     return AssetCheckResult(passed=overall >= report["min_overall"], metadata={"overall": overall, "minimum": report["min_overall"]})
 
 
+def _with_evaluation(description: str | None, report: dict) -> str:
+    """A model card with its "Evaluation:" section (scores and decision) replaced by the one in `report`."""
+    card = "\n".join(f"- {k}: {v:.4f}" for k, v in report["metrics"].items())
+    before = (description or "").split(EVALUATION_HEADING)[0]
+    return f"{before}{EVALUATION_HEADING}{card}\n\nDecision: {report['decision']['reason']}"
+
+
 @asset(group_name="evaluation", code_version="1", deps=[model_evaluation], retry_policy=REGISTRY_RETRY, kinds={"mlflow"})
 def registered_model(context: AssetExecutionContext, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The registry after this run: which versions are `champion` and `challenger`, with their model cards."""
@@ -93,11 +131,9 @@ def registered_model(context: AssetExecutionContext, workspace: Workspace, mlflo
             metadata[f"{name}@{alias}"] = f"v{version.version}" if version else "none"
             if version is not None:
                 scores = {k.removeprefix(SCORE_TAG_PREFIX): v for k, v in version.tags.items() if k.startswith(SCORE_TAG_PREFIX)}
-                table.append({"model": name, "alias": alias, "version": version.version, **scores})
-    challenger = alias_version(client, DIT_MODEL, CHALLENGER)
-    if challenger is not None:
-        card = "\n".join(f"- {k}: {v:.4f}" for k, v in report["metrics"].items())
-        client.update_model_version(DIT_MODEL, challenger.version, f"{challenger.description}\n\nEvaluation:\n{card}\n\nDecision: {report['decision']['reason']}")
+                table.append({"model": name, "alias": alias, "version": version.version, **scores, "evaluation": version.tags.get(EVAL_CONFIG_TAG)})
+    evaluated = client.get_model_version(DIT_MODEL, report["dit_version"])
+    client.update_model_version(DIT_MODEL, evaluated.version, _with_evaluation(evaluated.description, report))
     return MaterializeResult(
         metadata={
             **metadata,
@@ -107,11 +143,20 @@ def registered_model(context: AssetExecutionContext, workspace: Workspace, mlflo
     )
 
 
+def _champion_problem(client: MlflowClient, name: str) -> str | None:
+    """Why `name@champion` cannot be loaded (no alias, not READY, model files missing from the store), or None."""
+    version = alias_version(client, name, CHAMPION)
+    if version is None:
+        return f"no {CHAMPION} alias"
+    if version.status != "READY":
+        return f"v{version.version} is {version.status}"
+    missing = missing_model_files(name, version.version)
+    return f"v{version.version} lacks {', '.join(missing)} in the artifact store" if missing else None
+
+
 @asset_check(asset=registered_model, blocking=True, description="`champion` points at a registered version whose files exist.")
 def champion_alias_resolves(workspace: Workspace, mlflow_tracking: MLflowTracking) -> AssetCheckResult:
     client = mlflow_tracking.client(workspace)
-    found = {}
-    for name in (DIT_MODEL, VAE_MODEL):
-        version = alias_version(client, name, CHAMPION)
-        found[name] = version is not None and version.status == "READY" and bool(client.get_run(version.run_id))
-    return AssetCheckResult(passed=all(found.values()), metadata={k: str(v) for k, v in found.items()})
+    found = {name: _champion_problem(client, name) for name in (DIT_MODEL, VAE_MODEL)}
+    return AssetCheckResult(passed=not any(found.values()), metadata={name: problem or "ok" for name, problem in found.items()})
+

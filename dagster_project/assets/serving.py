@@ -16,6 +16,7 @@ from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.resources import MLflowTracking, Workspace
 from videodit.evaluation.contact_sheet import png_data_uri
 from videodit.export import end_to_end_parity, export_bundle, graph_parity
+from videodit.files import write_text_atomically
 from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
 from videodit.generation.outputs import CONTACT_SHEET_PNG
 from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
@@ -85,7 +86,7 @@ def onnx_models(context: AssetExecutionContext, workspace: Workspace, mlflow_tra
                                        f"ONNX bundle of {DIT_MODEL} v{champion.version}", {"dit_version": str(champion.version)})  # fmt: skip
         # The bundle follows the champion.
         run.client.set_registered_model_alias(ONNX_MODEL, CHAMPION, version.version)
-        (workspace.artifacts("onnx_models") / "bundle.json").write_text(json.dumps({"path": str(out_dir), "version": version.version}))
+        write_text_atomically(workspace.artifacts("onnx_models") / "bundle.json", json.dumps({"path": str(out_dir), "version": version.version}))
     finite = [p for p in psnrs if np.isfinite(p)]
     return MaterializeResult(
         metadata={

@@ -27,6 +27,7 @@ from dagster_project.overrides import with_overrides
 from dagster_project.resources import MLflowTracking, TrackedRun, Workspace
 from videodit.data.shards import CHECKSUMS_FILE, ClipShards
 from videodit.evaluation.model_report import reconstruct_clips
+from videodit.files import write_text_atomically
 from videodit.tracking.registry import find_version, fingerprint, register_version
 from videodit.training.dit_module import DiTModule, train_dit
 from videodit.training.latents import encode_latents, latent_stats
@@ -55,7 +56,7 @@ class TrainingSettings(Config):
     force_new_version: bool = False  # train and register again even when this exact model exists
 
 
-def _data_hash(workspace: Workspace) -> str:
+def data_hash(workspace: Workspace) -> str:
     return fingerprint(checksums=(workspace.artifacts("training_clips") / CHECKSUMS_FILE).read_text())
 
 
@@ -67,7 +68,7 @@ def read_pointer(workspace: Workspace, asset_name: str) -> dict:
 
 
 def _write_pointer(workspace: Workspace, asset_name: str, **info) -> None:
-    (workspace.artifacts(asset_name) / POINTER_FILE).write_text(json.dumps(info, indent=2, default=str))
+    write_text_atomically(workspace.artifacts(asset_name) / POINTER_FILE, json.dumps(info, indent=2, default=str))
 
 
 def registered_checkpoint(version, out_dir: Path, tracking_uri: str | None = None) -> Path:
@@ -133,7 +134,7 @@ def vae_model(context: AssetExecutionContext, config: TrainingSettings, workspac
     preset = workspace.models()
     preset = replace(preset, vae_train=with_overrides(preset.vae_train, config, TRAINING_ONLY))
     shards_root = workspace.artifacts("training_clips")
-    print_ = fingerprint(data=_data_hash(workspace), code=context.assets_def.code_versions_by_key[context.asset_key],
+    print_ = fingerprint(data=data_hash(workspace), code=context.assets_def.code_versions_by_key[context.asset_key],
                          vae=asdict(preset.vae), train=asdict(preset.vae_train))  # fmt: skip
     out_dir = workspace.artifacts("vae_model") / print_
     with failing_on_corrupt_shards("training_clips"), mlflow_tracking.asset_run(context, workspace) as run:
@@ -174,7 +175,7 @@ def video_latents(context: AssetExecutionContext, workspace: Workspace) -> Mater
     shift, scale = latent_stats(out_dir)
     context.log.info(f"encoded {shape[0]} training clips to latents of shape {shape[1:]}")
     return MaterializeResult(
-        data_version=DataVersion(fingerprint(vae=pointer["fingerprint"], data=_data_hash(workspace))),
+        data_version=DataVersion(fingerprint(vae=pointer["fingerprint"], data=data_hash(workspace))),
         metadata={
             "train_clips": shape[0],
             "latent_shape": str(tuple(shape[1:])),
@@ -192,7 +193,7 @@ def dit_model(context: AssetExecutionContext, config: TrainingSettings, workspac
     preset = workspace.models()
     preset = replace(preset, dit_train=with_overrides(preset.dit_train, config, TRAINING_ONLY))
     vae_pointer = read_pointer(workspace, "vae_model")
-    print_ = fingerprint(data=_data_hash(workspace), vae=vae_pointer["fingerprint"], dit=asdict(preset.dit),
+    print_ = fingerprint(data=data_hash(workspace), vae=vae_pointer["fingerprint"], dit=asdict(preset.dit),
                          train=asdict(preset.dit_train), code=context.assets_def.code_versions_by_key[context.asset_key])  # fmt: skip
     out_dir = workspace.artifacts("dit_model") / print_
     vae = VAEModule.load_from_checkpoint(vae_pointer["checkpoint"], map_location="cpu").vae

@@ -13,6 +13,7 @@ from dagster_project.resources import Workspace
 from videodit.data.probe import METADATA_FILE
 from videodit.data.sources import read_manifest
 from videodit.data.validation import validate_metadata, write_outcome
+from videodit.files import write_text_atomically
 
 SUMMARY_FILE = "summary.json"
 
@@ -42,7 +43,7 @@ def validated_clips(config: ValidationSettings, workspace: Workspace) -> Materia
         "accepted_fraction": outcome.accepted_fraction,
         "min_accepted_fraction": validation.min_accepted_fraction,
     }
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
     reasons = Counter(reason.split(":")[0] for rs in outcome.quarantine["reasons"] for reason in rs)
     quarantine_md = outcome.quarantine[["path", "reasons"]].head(20).assign(reasons=lambda d: d["reasons"].map("; ".join))
     return MaterializeResult(

@@ -22,13 +22,14 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from videodit.data.config import CurationConfig, ProbeConfig
-from videodit.data.duplicates import content_signature, thumbnail
 from videodit.data.curation import GEOMETRY_FILE, clip_geometry, cover_size, resample, training_clip
+from videodit.data.duplicates import content_signature, thumbnail
 from videodit.data.shards import ShardWriter, file_sha256
 from videodit.data.sources import SourceClip
 from videodit.data.video_io import (
     DecodedFrame, RGBConverter, StreamInfo, VideoDecodeError, decode_video, frame_time, open_video, scaled_size,
 )  # fmt: skip
+from videodit.files import replaced_atomically
 
 METADATA_FILE = "metadata.parquet"
 DECODED_CLIPS_DIR = "decoded_clips"  # a shard folder of the training clips, keyed by path
@@ -213,7 +214,7 @@ def write_metadata(probed: Iterable[ProbedClip], out_dir: Path, curation: Curati
     clips = ShardWriter(out_dir / DECODED_CLIPS_DIR, curation.clips_per_shard)
     counts = {"clips": 0, "decode_failures": 0, "clips_with_cuts": 0}
     batch: list[dict] = []
-    with pq.ParquetWriter(out_dir / METADATA_FILE, METADATA_SCHEMA) as writer:
+    with replaced_atomically(out_dir / METADATA_FILE) as table, pq.ParquetWriter(table, METADATA_SCHEMA) as writer:
         for clip in probed:
             row = clip.row
             counts["clips"] += 1

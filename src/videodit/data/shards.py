@@ -18,6 +18,8 @@ import pandas as pd
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from videodit.files import replaced_atomically, write_text_atomically
+
 INDEX_FILE = "index.parquet"
 CHECKSUMS_FILE = "checksums.json"
 SHARD_DIR = "shards"
@@ -54,7 +56,7 @@ def read_checksums(root: Path) -> dict[str, str]:
 
 
 def write_checksums(root: Path, checksums: dict[str, str]) -> None:
-    (Path(root) / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=2, sort_keys=True))
+    write_text_atomically(Path(root) / CHECKSUMS_FILE, json.dumps(checksums, indent=2, sort_keys=True))
 
 
 def verify_file(path: Path, checksums: dict[str, str]) -> Path:
@@ -106,7 +108,8 @@ class ShardWriter:
     def close(self) -> pd.DataFrame:
         self._flush()
         index = pd.DataFrame(self._index)
-        index.to_parquet(self.root / INDEX_FILE, index=False)
+        with replaced_atomically(self.root / INDEX_FILE) as tmp:
+            index.to_parquet(tmp, index=False)
         write_checksums(self.root, self._checksums)
         return index
 

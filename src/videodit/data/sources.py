@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from videodit.data.config import SourceConfig
+from videodit.files import write_text_atomically
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".mpg", ".mpeg", ".ts"})
 MANIFEST_FILE = "manifest.jsonl"
@@ -195,9 +196,8 @@ def copy_regular_file(src: Path, dest: Path, max_bytes: int) -> None:
 
 def write_manifest(clips: list[SourceClip], data_dir: Path) -> Path:
     manifest = Path(data_dir) / MANIFEST_FILE
-    with manifest.open("w", encoding="utf-8") as f:
-        for clip in clips:
-            f.write(json.dumps(asdict(clip), sort_keys=True, ensure_ascii=False) + "\n")
+    lines = (json.dumps(asdict(clip), sort_keys=True, ensure_ascii=False) + "\n" for clip in clips)
+    write_text_atomically(manifest, "".join(lines))
     return manifest
 
 

@@ -18,6 +18,7 @@ from great_expectations import expectations as gxe
 
 from videodit.data.config import CurationConfig, ValidationConfig
 from videodit.data.duplicates import find_near_duplicates
+from videodit.files import replaced_atomically, write_text_atomically
 
 SUITE_NAME = "video_clips"
 # What the probe measures on every clip that decodes. Column-map expectations skip nulls, so a NaN here would
@@ -210,8 +211,8 @@ def write_outcome(outcome: ValidationOutcome, out_dir: Path) -> dict[str, Path]:
         "quarantine": out_dir / "quarantine.parquet",
         "expectations": out_dir / "expectations.json",
     }
-    outcome.accepted.to_parquet(paths["accepted"], index=False)
-    outcome.decisions.to_parquet(paths["decisions"], index=False)
-    outcome.quarantine.to_parquet(paths["quarantine"], index=False)
-    paths["expectations"].write_text(json.dumps(outcome.expectation_stats, indent=2))
+    for name, table in (("accepted", outcome.accepted), ("decisions", outcome.decisions), ("quarantine", outcome.quarantine)):
+        with replaced_atomically(paths[name]) as tmp:
+            table.to_parquet(tmp, index=False)
+    write_text_atomically(paths["expectations"], json.dumps(outcome.expectation_stats, indent=2))
     return paths

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 EXPERIMENT_NAME = "videodit"
 PARENT_RUN_TAG = "dagster.run_id"
+ASSET_TAG = "dagster.asset_key"
 ROLE_TAG = "videodit.role"
 HEALTH_TIMEOUT_S = 3.0
 ARTIFACTS_DIR = "mlartifacts"
@@ -91,7 +92,7 @@ def child_run_id(client: MlflowClient, experiment_id: str, parent_id: str, asset
     run = client.create_run(
         experiment_id,
         run_name=asset,
-        tags={**tags, "mlflow.parentRunId": parent_id, ROLE_TAG: "asset", "dagster.asset_key": asset},
+        tags={**tags, "mlflow.parentRunId": parent_id, ROLE_TAG: "asset", ASSET_TAG: asset},
     )
     return run.info.run_id
 

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies import FSDPStrategy
+from pytorch_lightning.strategies.launchers import subprocess_script
 from pytorch_lightning.trainer.connectors import checkpoint_connector
 
 from videodit.training.config import TrainConfig
@@ -32,6 +33,8 @@ def ignore_broken_omegaconf() -> None:
         import omegaconf  # noqa: F401
     except Exception:
         checkpoint_connector._OMEGACONF_AVAILABLE = False
+        # The `ddp` launcher imports hydra (which imports omegaconf) when hydra-core is installed: same crash.
+        subprocess_script._HYDRA_AVAILABLE = False
 
 
 ignore_broken_omegaconf()
