@@ -33,7 +33,7 @@ def _ingest(root, remote, source=None, **config):
     )
 
 
-def _md5(result):
+def _metadata(result):
     (event,) = result.get_asset_materialization_events()
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
@@ -100,7 +100,7 @@ def test_links_special_files_and_uncaptioned_files_are_quarantined_unread(hostil
 
 def test_nothing_from_outside_the_source_reaches_data_or_the_dvc_remote(hostile_source, project):
     root, remote = project
-    meta = _md5(_ingest(root, remote, hostile_source))
+    meta = _metadata(_ingest(root, remote, hostile_source))
     assert (meta["clips"], meta["clips_with_ingest_problems"]) == (11, 9)
     assert sorted(p.relative_to(root / "data").as_posix() for p in (root / "data").rglob("*")) == [
         "big.mp4", "good.mp4", "manifest.jsonl",
@@ -113,7 +113,7 @@ def test_nothing_from_outside_the_source_reaches_data_or_the_dvc_remote(hostile_
 
 def test_a_failed_ingest_leaves_data_and_its_version_exactly_as_before(project, tmp_path):
     root, remote = project
-    first = _md5(_ingest(root, remote))
+    first = _metadata(_ingest(root, remote))
     before, dvc_before = _tree(root / "data"), (root / "data.dvc").read_bytes()
     assert len(before) == first["files"] == 27
 
@@ -137,7 +137,7 @@ def test_a_failed_ingest_leaves_data_and_its_version_exactly_as_before(project, 
 
 def test_an_unchanged_builtin_set_keeps_its_version_when_the_encoder_is_not_bit_exact(project, monkeypatch):
     root, remote = project
-    first = _md5(_ingest(root, remote))
+    first = _metadata(_ingest(root, remote))
     real_write = synthetic.write_mp4
 
     def drifting_encoder(frames, path, fps):  # what an encoder that is not bit-exact does on a second write
@@ -146,10 +146,10 @@ def test_an_unchanged_builtin_set_keeps_its_version_when_the_encoder_is_not_bit_
         real_write(frames, path, fps)
 
     monkeypatch.setattr(synthetic, "write_mp4", drifting_encoder)
-    again = _md5(_ingest(root, remote))
+    again = _metadata(_ingest(root, remote))
     assert (again["dvc_md5"], again["pushed_objects"]) == (first["dvc_md5"], 0)
     # A changed config is generated again, by the drifting encoder: a new version.
-    assert _md5(_ingest(root, remote, seed=3))["dvc_md5"] != first["dvc_md5"]
+    assert _metadata(_ingest(root, remote, seed=3))["dvc_md5"] != first["dvc_md5"]
     assert yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"] != first["dvc_md5"]
 
 

@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, Config, DataVersion, Failure, Materia
 
 from dagster_project.overrides import with_overrides
 from dagster_project.resources import DVCResource, Workspace
-from videodit.data.config import SourceConfig
+from videodit.data.config import SourceConfig, SyntheticConfig
 from videodit.data.probe import METADATA_FILE, probe_rows, write_metadata
 from videodit.data.sources import SourceClip, SourceError, collect_source, read_manifest, stage_source
 from videodit.data.staging import FolderSwap
@@ -40,10 +40,10 @@ def _captions_file(source: Path, given: str | None) -> Path:
     raise SourceError(f"no captions file in {source}: add captions.csv or captions.jsonl, or set captions_file")
 
 
-def _stage(staging: Path, source: Path | None, config: IngestConfig, workspace: Workspace) -> list[SourceClip]:
+def _stage(staging: Path, source: Path | None, config: IngestConfig, synthetic: SyntheticConfig) -> list[SourceClip]:
     """Write the new content of `data/` into `staging`: the synthetic set, or the user's clips copied."""
     if source is None:
-        captions = generate_shapes_dataset(staging, with_overrides(workspace.data().synthetic, config, SOURCE_FIELDS))
+        captions = generate_shapes_dataset(staging, synthetic)
         clips = collect_source(staging, captions)
         stage_source(clips, staging, staging)
         return clips
@@ -84,7 +84,7 @@ def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: 
         else:
             swap = FolderSwap(data_dir)
             try:
-                clips = _stage(swap.staging, source, config, workspace)
+                clips = _stage(swap.staging, source, config, synthetic)
                 swap.swap_in()
                 snapshot = dvc.version(workspace.root)
             except BaseException:

@@ -16,10 +16,11 @@ class FolderSwap:
         self.staging = self.target.with_name(f".{self.target.name}.staging")
         self.backup = self.target.with_name(f".{self.target.name}.previous")
         self._swapped = False
-        for leftover in (self.staging, self.backup):  # from a process killed mid-swap
-            if leftover == self.backup and not self.target.exists() and leftover.exists():
-                leftover.rename(self.target)  # killed between the two renames: the backup is the current data
-            shutil.rmtree(leftover, ignore_errors=True)
+        # Leftovers of a process killed mid-swap. Killed between the two renames, the backup is the current data.
+        if self.backup.exists() and not self.target.exists():
+            self.backup.rename(self.target)
+        shutil.rmtree(self.backup, ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
 
     def swap_in(self) -> None:
