@@ -12,9 +12,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 DAGSTER := $(BIN)/dagster
-DEFS := -m dagster_project.definitions
+DG := $(BIN)/dg  # reads [tool.dg] in pyproject.toml: src/dagster_project/definitions.py loads defs/
 
-.PHONY: install demo test dev mlflow ingest clean
+.PHONY: install demo test dev check mlflow ingest clean
 
 # torch first: the pinned release resolves to the CPU build here (and the CUDA build on GPU hosts),
 # so the bare `torch` requirement below never pulls a second, multi-GB build.
@@ -37,7 +37,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp $< $@
 
 demo: install
-	$(DAGSTER) asset materialize $(DEFS) --select '*'
+	$(DG) launch --assets '*'
 	@echo
 	@echo "Done. Look at:"
 	@echo "  Dagster UI:        make dev     → http://127.0.0.1:3000"
@@ -51,7 +51,10 @@ test: install
 	$(BIN)/python -m pytest
 
 dev: install
-	$(DAGSTER) dev -h 127.0.0.1 -p 3000  # reads [tool.dagster] in pyproject.toml: code location "videodit"
+	$(DG) dev --host 127.0.0.1 --port 3000  # code location "videodit"
+
+check: install
+	$(DG) check defs
 
 mlflow: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db -h 127.0.0.1 -p 5000
@@ -59,7 +62,7 @@ mlflow: install
 # make ingest SOURCE=/path/to/videos [CAPTIONS=/path/to/captions.csv]
 ingest: install
 	@test -n "$(SOURCE)" || (echo "usage: make ingest SOURCE=/path/to/videos [CAPTIONS=file]"; exit 2)
-	$(DAGSTER) asset materialize $(DEFS) --select 'raw_videos*' --config-json \
+	$(DG) launch --assets 'raw_videos*' --config-json \
 	  '{"ops": {"raw_videos": {"config": {"source_dir": "$(abspath $(SOURCE))"$(if $(CAPTIONS),$(comma) "captions_file": "$(abspath $(CAPTIONS))")}}}}'
 
 comma := ,

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import mlflow
 import numpy as np
 import pytest
-import pytorch_lightning as pl
+import lightning as L
 import torch
 from mlflow import MlflowClient
 
 import videodit.data.shards as shards_module
-from dagster_project.assets.training import CHECKPOINT_ARTIFACT_DIR, FINAL_CHECKPOINT, registered_checkpoint
+from dagster_project.defs.training import CHECKPOINT_ARTIFACT_DIR, FINAL_CHECKPOINT, registered_checkpoint
 from videodit.data.config import SyntheticConfig
 from videodit.data.shards import SHARD_DIR, ClipShards, ShardChecksumError, ShardWriter, read_checksums
 from videodit.data.synthetic import render_clip
@@ -96,7 +96,7 @@ def test_latents_record_their_checksums_and_are_verified_on_read(shards_root, tm
         LatentDataModule(latents_dir, batch_size=2).setup()
 
 
-class RecordSteps(pl.Callback):
+class RecordSteps(L.Callback):
     def __init__(self):
         self.steps = []
 

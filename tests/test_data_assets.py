@@ -9,11 +9,13 @@ from conftest import moving_square, write_video
 from dagster import DagsterInstance, materialize
 from dvc.repo import Repo
 
-from dagster_project.assets.validation import accepted_fraction_above_threshold, every_clip_accounted_for
-from dagster_project.definitions import data_assets
-from dagster_project.resources import DVCResource, Workspace
+from dagster_project.defs.validation import accepted_fraction_above_threshold, every_clip_accounted_for
+from dagster_project.definitions import defs
+from dagster_project.defs.jobs import DATA_STAGES
+from dagster_project.defs.resources import DVCResource, Workspace
 from videodit.data.shards import ClipShards
 
+data_assets = [a for a in defs.assets if set(a.group_names_by_key.values()) <= set(DATA_STAGES)]
 CHECKS = [accepted_fraction_above_threshold, every_clip_accounted_for]
 
 

@@ -10,8 +10,8 @@ import yaml
 from conftest import moving_square, write_video
 from dagster import DagsterInstance, Failure, materialize
 
-from dagster_project.assets.ingestion import raw_videos
-from dagster_project.resources import DVCResource, Workspace
+from dagster_project.defs.ingestion import raw_videos
+from dagster_project.defs.resources import DVCResource, Workspace
 from videodit.data import synthetic
 from videodit.data.config import SourceConfig
 from videodit.data.sources import SourceError, collect_source, read_captions, stage_source

@@ -15,7 +15,7 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 from mlflow import MlflowClient
 
 from dagster_project.definitions import defs
-from dagster_project.resources import DVCResource, MLflowTracking, Workspace
+from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspace
 from videodit.tracking.registry import CHALLENGER, CHAMPION
 
 MODELS = ("videodit-vae", "videodit-dit", "videodit-onnx")

@@ -13,8 +13,10 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 from mlflow import MlflowClient
 
-from dagster_project.definitions import defs, retrain_on_new_data, weekly_retraining
-from dagster_project.resources import DVCResource, MLflowTracking, Workspace
+from dagster_project.definitions import defs
+from dagster_project.defs.schedules import weekly_retraining
+from dagster_project.defs.sensors import retrain_on_new_data
+from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspace
 from videodit.cli import main as cli_main
 from videodit.tracking.registry import CHAMPION, CHALLENGER
 
@@ -118,10 +120,10 @@ def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp
     # The child holds its run just after the step-10 checkpoint and says so (`holding`), so the kill lands there on
     # any machine speed, never while last.ckpt is half written.
     script.write_text(
-        "import time\nimport pytorch_lightning as pl\nfrom dagster import materialize\n"
-        "import dagster_project.assets.training as training\nfrom dagster_project.definitions import defs\n"
-        "from dagster_project.resources import DVCResource, MLflowTracking, Workspace\n"
-        "class HoldAfterStep10(pl.Callback):\n"
+        "import time\nimport lightning as L\nfrom dagster import materialize\n"
+        "import dagster_project.defs.training as training\nfrom dagster_project.definitions import defs\n"
+        "from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspace\n"
+        "class HoldAfterStep10(L.Callback):\n"
         "    def on_train_batch_end(self, trainer, *args):\n"
         "        if trainer.global_step > 10:\n"
         f"            open({str(holding)!r}, 'w').close()\n"

@@ -14,16 +14,18 @@ from dagster import DagsterInstance, Failure, materialize
 from dagster._core.errors import DagsterResourceFunctionError
 from dvc.repo import Repo
 
-from dagster_project.assets.ingestion import raw_videos
+from dagster_project.defs.ingestion import raw_videos
 from dagster_project.project_lock import project_lock
-from dagster_project.resources import DVCResource, Workspace
+from dagster_project.defs.resources import DVCResource, Workspace
 from videodit.data.shards import ClipShards
 
 RUN_DATA_ASSETS = """
 import json, sys, time
 from dagster import DagsterInstance, materialize
-from dagster_project.definitions import data_assets
-from dagster_project.resources import DVCResource, Workspace
+from dagster_project.definitions import defs
+from dagster_project.defs.jobs import DATA_STAGES
+data_assets = [a for a in defs.assets if set(a.group_names_by_key.values()) <= set(DATA_STAGES)]
+from dagster_project.defs.resources import DVCResource, Workspace
 root, remote, out = sys.argv[1:4]
 instance = DagsterInstance.ephemeral()
 result = materialize(data_assets, instance=instance, resources={

@@ -14,9 +14,9 @@ import torch
 from dagster import materialize
 from mlflow import MlflowClient
 
-from dagster_project.assets.evaluation import REPORT_FILE, champion_alias_resolves, registered_model
-from dagster_project.assets.training import DIT_MODEL, VAE_MODEL
-from dagster_project.resources import MLflowTracking, Workspace
+from dagster_project.defs.evaluation import REPORT_FILE, champion_alias_resolves, registered_model
+from dagster_project.defs.training import DIT_MODEL, VAE_MODEL
+from dagster_project.defs.resources import MLflowTracking, Workspace
 from videodit.tracking.mlflow_store import default_tracking_uri, ensure_experiment
 from videodit.tracking.registry import (
     CHALLENGER, CHAMPION, EVAL_CONFIG_TAG, SCORE_TAG_PREFIX, alias_version, find_version, promote_if_better,

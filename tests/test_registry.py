@@ -14,7 +14,7 @@ import pytest
 from dagster import DagsterExecutionInterruptedError, DagsterInstance, DagsterRunStatus, RetryPolicy, asset, materialize
 from mlflow import MlflowClient
 
-from dagster_project.resources import MLflowTracking, Workspace
+from dagster_project.defs.resources import MLflowTracking, Workspace
 from videodit.tracking.mlflow_store import (
     PARENT_RUN_TAG, TrackingStoreUnavailable, check_tracking_store, child_run_id, default_tracking_uri, ensure_experiment,
     parent_run_id,
@@ -177,7 +177,7 @@ def test_only_runs_whose_worker_is_gone_or_whose_dagster_run_is_over_end_killed(
 HANGING_RUN = """
 import time
 from dagster import Definitions, asset, in_process_executor
-from dagster_project.resources import MLflowTracking, Workspace
+from dagster_project.defs.resources import MLflowTracking, Workspace
 
 @asset
 def hangs(context, workspace: Workspace, mlflow_tracking: MLflowTracking) -> None:

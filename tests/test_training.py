@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
+import lightning as L
 import torch
 from safetensors.torch import load_file
 
@@ -56,7 +56,7 @@ def tiny(**dit_train_overrides):
     return preset
 
 
-class RecordBatches(pl.Callback):
+class RecordBatches(L.Callback):
     """Remembers the item indices of every training batch, in order."""
 
     def __init__(self):
@@ -211,7 +211,7 @@ def test_resume_continues_at_the_same_step_and_data_position(latents_dir, tmp_pa
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["global_step"] == 3 and saved["LatentDataModule"]["batches_consumed"] == 3
 
-    class CheckRestoredState(pl.Callback):
+    class CheckRestoredState(L.Callback):
         def on_train_start(self, trainer, module):
             assert trainer.global_step == 3
             state = trainer.optimizers[0].state_dict()["state"]
@@ -225,13 +225,13 @@ def test_resume_continues_at_the_same_step_and_data_position(latents_dir, tmp_pa
     assert resumed.indices == straight.indices[3:]  # not a restart from the start of the data
 
 
-def run_dit(latents_dir, vae, preset, out_dir, callbacks, ckpt_path=None) -> pl.Trainer:
+def run_dit(latents_dir, vae, preset, out_dir, callbacks, ckpt_path=None) -> L.Trainer:
     from videodit.models.dit import DiTBlock
     from videodit.training.latents import latent_stats
     from videodit.training.trainer import build_trainer
 
     cfg = preset.dit_train
-    pl.seed_everything(cfg.seed, verbose=False)
+    L.seed_everything(cfg.seed, verbose=False)
     module = DiTModule(preset.dit, cfg, vae.config, (8, 32, 32), *latent_stats(latents_dir))
     data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, cfg.image_fraction, cfg.caption_dropout)
     trainer = build_trainer(cfg, out_dir, callbacks=callbacks, block_type=DiTBlock)
@@ -244,7 +244,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import pytorch_lightning as pl
+import lightning as L
 import torch
 
 from videodit.models.vae import VideoVAE
@@ -255,7 +255,7 @@ latents_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(1)  # two ranks on a machine that may have two cores
 
 
-class SaveRankWeights(pl.Callback):
+class SaveRankWeights(L.Callback):
     def on_train_end(self, trainer, module):
         state = {k: v.detach().cpu() for k, v in module.dit.state_dict().items()}
         torch.save({"state": state, "step": trainer.global_step, "world_size": trainer.world_size},
@@ -286,7 +286,7 @@ def test_ddp_two_cpu_processes_train_and_keep_identical_weights(latents_dir, tmp
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 2 and saved["LatentDataModule"]["batches_consumed"] == 2
     preset = tiny()
-    pl.seed_everything(preset.dit_train.seed, verbose=False)  # the initialisation train_dit starts from
+    L.seed_everything(preset.dit_train.seed, verbose=False)  # the initialisation train_dit starts from
     initial = DiTModule(preset.dit, preset.dit_train, VideoVAE(preset.vae).config).dit.state_dict()
     changed = [k for k, v in ranks[0]["state"].items() if not torch.equal(v, initial[k])]
     assert len(changed) > len(initial) // 2, changed  # most tensors moved: it trained, not just the zero-init head

@@ -57,9 +57,9 @@ def dagster_ui(tmp_path):
     }
     for key in ("DAGSTER_HOME", "VIDEODIT_PROJECT_DIR"):
         Path(env[key]).mkdir(parents=True)
-    dagster = Path(sys.executable).parent / "dagster"
+    dg = Path(sys.executable).parent / "dg"
     server = subprocess.Popen(
-        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)],
+        [str(dg), "dev", "--host", "127.0.0.1", "--port", str(port)],
         cwd=Path(__file__).parents[1], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -70,7 +70,7 @@ def dagster_ui(tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # seen once in CI: a child of `dagster dev` ignored SIGTERM for 60 s
+        except subprocess.TimeoutExpired:  # seen once in CI: a child of `dg dev` ignored SIGTERM for 60 s
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
 

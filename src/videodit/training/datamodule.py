@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
+import lightning as L
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -57,7 +57,7 @@ class ResumableBatchSampler(Sampler):
             k += 1
 
 
-class ResumableDataModule(pl.LightningDataModule):
+class ResumableDataModule(L.LightningDataModule):
     """Shared by both data modules: the resumable train stream and a plain sequential validation loader.
 
     Subclasses build `self.train_data` and `self.val_data` in `setup()`.

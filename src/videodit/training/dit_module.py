@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
+import lightning as L
 import torch
 
 from videodit.models.dit import DiTBlock, DiTConfig, SpacetimeDiT
@@ -22,7 +22,7 @@ from videodit.training.latents import latent_stats
 from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
 
 
-class DiTModule(pl.LightningModule):
+class DiTModule(L.LightningModule):
     """Holds the trained DiT, its EMA and a frozen VAE, so one checkpoint is everything `generate` needs.
 
     `video_shape` (frames, height, width) is the default size of generated videos; `latent_shift/scale` undo
@@ -113,11 +113,11 @@ class DiTModule(pl.LightningModule):
 
 def train_dit(
     latents_dir: Path, vae: VideoVAE, preset: Preset, out_dir: Path, logger=None, resume_from: Path | None = None,
-    callbacks: list[pl.Callback] | tuple = (),
+    callbacks: list[L.Callback] | tuple = (),
 ) -> DiTModule:
     """Train the preset's DiT on latents written by `encode_latents` with `vae`; checkpoints in `out_dir/checkpoints`."""
     cfg = preset.dit_train
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     shift, scale = latent_stats(latents_dir)
     module = DiTModule(preset.dit, cfg, vae.config, (preset.frames, preset.height, preset.width), shift, scale)
     module.vae.load_state_dict(vae.state_dict())

@@ -7,12 +7,12 @@ import logging
 import math
 from pathlib import Path
 
-import pytorch_lightning as pl
+import lightning as L
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.strategies import FSDPStrategy
-from pytorch_lightning.strategies.launchers import subprocess_script
-from pytorch_lightning.trainer.connectors import checkpoint_connector
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies.launchers import subprocess_script
+from lightning.pytorch.trainer.connectors import checkpoint_connector
 
 from videodit.training.config import TrainConfig
 
@@ -70,9 +70,9 @@ def build_trainer(
     config: TrainConfig,
     out_dir: Path,
     logger=None,
-    callbacks: list[pl.Callback] | tuple = (),
+    callbacks: list[L.Callback] | tuple = (),
     block_type: type | None = None,
-) -> pl.Trainer:
+) -> L.Trainer:
     """A Trainer that runs `config.max_steps` optimiser steps over an endless, resumable batch stream.
 
     Checkpoints go to `out_dir/checkpoints` every `checkpoint_every_steps` (plus `last.ckpt`); pass one to
@@ -83,7 +83,7 @@ def build_trainer(
         dirpath=Path(out_dir) / CHECKPOINT_DIR, filename=STEP_CHECKPOINT, auto_insert_metric_name=False,
         every_n_train_steps=config.checkpoint_every_steps, save_top_k=-1, save_last=True,
     )  # fmt: skip
-    return pl.Trainer(
+    return L.Trainer(
         default_root_dir=out_dir,
         max_steps=config.max_steps,
         accelerator=config.accelerator,

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
+import lightning as L
 import torch
 
 from videodit.evaluation.image_quality import PSNR_CAP_DB, psnr, ssim
@@ -35,7 +35,7 @@ def reconstruction_loss(recon: torch.Tensor, video: torch.Tensor, config: VAETra
     return {"l1": l1, "mse": mse, "reconstruction": config.l1_weight * l1 + config.mse_weight * mse}
 
 
-class VAEModule(pl.LightningModule):
+class VAEModule(L.LightningModule):
     def __init__(self, vae_config: VAEConfig | dict, train_config: VAETrainConfig | dict):
         super().__init__()
         # Configs arrive as dicts when Lightning rebuilds the module from a checkpoint's hyperparameters.
@@ -76,11 +76,11 @@ class VAEModule(pl.LightningModule):
 
 def train_vae(
     shards_root: Path, preset: Preset, out_dir: Path, logger=None, resume_from: Path | None = None,
-    callbacks: list[pl.Callback] | tuple = (),
+    callbacks: list[L.Callback] | tuple = (),
 ) -> VAEModule:
     """Train the preset's VAE on the curated clips under `shards_root`; checkpoints go to `out_dir/checkpoints`."""
     cfg = preset.vae_train
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = VAEModule(preset.vae, cfg)
     data = ClipDataModule(
         shards_root, cfg.batch_size, cfg.seed, cfg.image_fraction, cfg.clip_frames, cfg.crop_size, cfg.num_workers

@@ -17,14 +17,14 @@ from dagster import (
 )  # fmt: skip
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
-from pytorch_lightning.loggers import MLFlowLogger
+from lightning.pytorch.loggers import MLFlowLogger
 from safetensors import safe_open
 
-from dagster_project.assets.curation import training_clips
+from dagster_project.defs.curation import training_clips
 from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import DagsterProgress, log_video_samples
 from dagster_project.overrides import with_overrides
-from dagster_project.resources import MLflowTracking, TrackedRun, Workspace
+from dagster_project.defs.resources import MLflowTracking, TrackedRun, Workspace
 from videodit.data.shards import CHECKSUMS_FILE, ClipShards
 from videodit.evaluation.model_report import reconstruct_clips
 from videodit.files import write_text_atomically
@@ -42,7 +42,7 @@ CHECKPOINT_ARTIFACT_DIR = "checkpoint"  # where the final checkpoint lies among 
 SAMPLE_PROMPTS = ("a large red circle moves left", "a small blue square moves up", "a large yellow triangle moves right", "a small white circle moves down")  # fmt: skip
 # A preempted or crashed training run is worth retrying: it resumes from its last checkpoint.
 TRAINING_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
-PIP_REQUIREMENTS = ["torch", "pytorch-lightning", "videodit"]
+PIP_REQUIREMENTS = ["torch", "lightning", "videodit"]
 TRAINING_ONLY = frozenset({"force_new_version"})  # a TrainingSettings field that is not a train-config override
 
 

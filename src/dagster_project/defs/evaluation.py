@@ -12,11 +12,11 @@ from dagster import (
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from dagster_project.assets.training import DIT_MODEL, VAE_MODEL, data_hash, dit_model, read_pointer, registered_checkpoint
+from dagster_project.defs.training import DIT_MODEL, VAE_MODEL, data_hash, dit_model, read_pointer, registered_checkpoint
 from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import log_video_samples
 from dagster_project.overrides import with_overrides
-from dagster_project.resources import MLflowTracking, TrackedRun, Workspace
+from dagster_project.defs.resources import MLflowTracking, TrackedRun, Workspace
 from videodit.data.synthetic import SHAPES_DOMAIN
 from videodit.evaluation.model_report import LOWER_IS_BETTER, EvaluationConfig, evaluate_pipeline
 from videodit.tracking.registry import (

@@ -4,16 +4,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
+import lightning as L
 from dagster import AssetExecutionContext, MetadataValue
 
-from dagster_project.resources import TrackedRun
+from dagster_project.defs.resources import TrackedRun
 from videodit.evaluation.contact_sheet import contact_sheet, png_data_uri, save_gif
 
 LOG_EVERY_FRACTION = 0.1
 
 
-class DagsterProgress(pl.Callback):
+class DagsterProgress(L.Callback):
     """Logs step, loss and rate to the Dagster run every tenth of the run (a console bar is invisible in the UI)."""
 
     def __init__(self, context: AssetExecutionContext, total_steps: int):

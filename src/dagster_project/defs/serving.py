@@ -10,10 +10,10 @@ import numpy as np
 from dagster import AssetCheckResult, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset, asset_check
 from PIL import Image
 
-from dagster_project.assets.evaluation import REGISTRY_RETRY, registered_model
-from dagster_project.assets.training import DIT_MODEL, read_pointer, registered_checkpoint
+from dagster_project.defs.evaluation import REGISTRY_RETRY, registered_model
+from dagster_project.defs.training import DIT_MODEL, read_pointer, registered_checkpoint
 from dagster_project.failures import failing_on_corrupt_shards
-from dagster_project.resources import MLflowTracking, Workspace
+from dagster_project.defs.resources import MLflowTracking, Workspace
 from videodit.evaluation.contact_sheet import png_data_uri
 from videodit.export import end_to_end_parity, export_bundle, graph_parity
 from videodit.files import write_text_atomically

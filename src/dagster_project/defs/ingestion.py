@@ -7,7 +7,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
 from dagster_project.overrides import with_overrides
-from dagster_project.resources import DVCResource, Workspace
+from dagster_project.defs.resources import DVCResource, Workspace
 from videodit.data.config import SourceConfig, SyntheticConfig
 from videodit.data.probe import METADATA_FILE, probe_rows, write_metadata
 from videodit.data.sources import SourceClip, SourceError, collect_source, read_manifest, stage_source

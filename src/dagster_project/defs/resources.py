@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 from dagster import (
     AssetExecutionContext, ConfigurableResource, DagsterEventType, DagsterExecutionInterruptedError, DagsterInstance,
-    DagsterRunStatus, Failure, InitResourceContext,
+    DagsterRunStatus, Definitions, Failure, InitResourceContext, definitions, in_process_executor,
 )  # fmt: skip
 from mlflow import MlflowClient
 
@@ -211,3 +211,13 @@ class MLflowTracking(ConfigurableResource):
         finally:
             mlflow.end_run(status)
             client.set_terminated(parent, _parent_status(client, experiment, parent))
+
+
+@definitions
+def resources() -> Definitions:
+    return Definitions(
+        resources={"workspace": Workspace(), "dvc": DVCResource(), "mlflow_tracking": MLflowTracking()},
+        # One machine by default: steps share one process instead of re-importing torch, GX and DVC each.
+        # To scale out, swap in dagster_k8s.k8s_job_executor (or the multiprocess executor) here.
+        executor=in_process_executor,
+    )

@@ -7,9 +7,9 @@ from collections import Counter
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, Config, MaterializeResult, MetadataValue, asset, asset_check
 
-from dagster_project.assets.ingestion import video_metadata
+from dagster_project.defs.ingestion import video_metadata
 from dagster_project.overrides import with_overrides
-from dagster_project.resources import Workspace
+from dagster_project.defs.resources import Workspace
 from videodit.data.probe import METADATA_FILE
 from videodit.data.sources import read_manifest
 from videodit.data.validation import validate_metadata, write_outcome

@@ -4,10 +4,10 @@
 import pandas as pd
 from dagster import MaterializeResult, MetadataValue, asset
 
-from dagster_project.assets.ingestion import video_metadata
-from dagster_project.assets.validation import validated_clips
+from dagster_project.defs.ingestion import video_metadata
+from dagster_project.defs.validation import validated_clips
 from dagster_project.failures import failing_on_corrupt_shards
-from dagster_project.resources import Workspace
+from dagster_project.defs.resources import Workspace
 from videodit.data.curation import curate
 from videodit.data.probe import DECODED_CLIPS_DIR
 from videodit.data.shards import ClipShards
