@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 DAGSTER := $(BIN)/dagster
 DG := $(BIN)/dg  # reads [tool.dg] in pyproject.toml: src/dagster_project/definitions.py loads defs/
 
-.PHONY: install demo test dev check mlflow ingest clean
+.PHONY: install demo test dev check mlflow ingest clean up down status
 
 # torch first: the pinned release resolves to the CPU build here (and the CUDA build on GPU hosts),
 # so the bare `torch` requirement below never pulls a second, multi-GB build.
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,stack]'  # stack: infra/ (make up) and tests/test_stack.py
 	$(BIN)/pip install --quiet antlr4-python3-runtime==4.13.2
 	mkdir -p $(DAGSTER_HOME)
 	$(DAGSTER) instance migrate >/dev/null  # create the instance's storage once, before two runs could race to
@@ -36,7 +36,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp $< $@
 
+# STACK=prod: the graph on the production stack of `make up` (run queue, daemon, PostgreSQL, MLflow server, S3).
 demo: install
+ifeq ($(STACK),prod)
+	$(STACK_PY) demo --job full_pipeline
+	@echo "MLflow: the server of 'make up' (make status); the stack's environment: $(BIN)/python infra/stack.py env"
+else
 	$(DG) launch --assets '*'
 	@echo
 	@echo "Done. Look at:"
@@ -46,6 +51,7 @@ demo: install
 	@echo "  Evaluation:        artifacts/model_evaluation/evaluation.json"
 	@echo "  Data Docs (GX):    great_expectations/uncommitted/data_docs/local_site/index.html"
 	@echo "  Generate more:     $(BIN)/videodit generate \"a large red circle moves left\" -o out.mp4"
+endif
 
 test: install
 	$(BIN)/python -m pytest
@@ -66,6 +72,20 @@ ingest: install
 	  '{"ops": {"raw_videos": {"config": {"source_dir": "$(abspath $(SOURCE))"$(if $(CAPTIONS),$(comma) "captions_file": "$(abspath $(CAPTIONS))")}}}}'
 
 comma := ,
+
+# The production stack on this host (infra/README.md): PostgreSQL (the machine's), SeaweedFS, MLflow server, Dagster
+# daemon + webserver + code server, as processes with PIDs and logs under .stack/; ports and credentials from the
+# environment (infra/stack.py). DAGSTER_HOME is the stack's own there, not .dagster_home/.
+STACK_PY := env -u DAGSTER_HOME $(BIN)/python infra/stack.py
+
+up: install
+	$(STACK_PY) up
+
+down:
+	$(STACK_PY) down
+
+status:
+	$(STACK_PY) status
 
 clean:
 	rm -rf artifacts .dagster_home data great_expectations/uncommitted mlflow.db mlartifacts

@@ -13,13 +13,14 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
-from videodit.export import export_bundle, random_models, torch_generate
+from videodit.export import export_bundle, random_models
 from videodit.generation import OnnxVideoGenerator
-from videodit.models import MiniLMTextEncoder
-from videodit.training.config import model_preset
+from videodit.models import MiniLMTextEncoder, generate_videos
+from videodit.config import load_preset
 
 PROMPTS = ["a red circle moves left", "a large blue square moves up", "a small green triangle moves down"]
 WEIGHT_STD = 0.02  # adaLN-Zero would otherwise make the DiT output zeros, which some kernels shortcut
@@ -52,27 +53,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    preset = model_preset(args.preset)
+    preset = load_preset(args.preset)
     vae, dit = random_models(preset, WEIGHT_STD)
     text_encoder = MiniLMTextEncoder()
     prompts = (PROMPTS * args.batch)[: args.batch]
     seeds = list(range(args.batch))
-    size = {"frames": preset.frames, "height": preset.height, "width": preset.width}
-    guidance = preset.dit_train.guidance_scale
+    video_shape = (preset.frames, preset.height, preset.width)
+    sampler = replace(preset.sampler, steps=args.steps)
+    guidance, timesteps = sampler.guidance, sampler.timesteps()
 
-    bundle = export_bundle(vae, dit, text_encoder, tempfile.mkdtemp(prefix="videodit-bench-"),
-                           {"steps": args.steps, "guidance": guidance, "fps": preset.fps, **size}, {})  # fmt: skip
+    clip = {"fps": preset.fps, "frames": preset.frames, "height": preset.height, "width": preset.width}
+    bundle = export_bundle(vae, dit, text_encoder, tempfile.mkdtemp(prefix="videodit-bench-"), sampler, clip, {})
     generator = OnnxVideoGenerator(bundle)
 
     def torch_run(model: torch.nn.Module) -> Callable[[], object]:
-        return lambda: torch_generate(vae, model, text_encoder, prompts, seeds, args.steps, guidance, **size)
+        return lambda: generate_videos(vae, model, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
 
     def bf16_run() -> object:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return torch_generate(vae, dit, text_encoder, prompts, seeds, args.steps, guidance, **size)
+            return generate_videos(vae, dit, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
 
     runs: dict[str, Callable[[], object]] = {
-        "onnxruntime (CPU EP)": lambda: generator.generate(prompts, seeds, args.steps, guidance),
+        "onnxruntime (CPU EP)": lambda: generator.generate(prompts, seeds),
         "torch eager fp32": torch_run(dit),
         "torch eager bf16 autocast": bf16_run,
         "torch.compile fp32": torch_run(torch.compile(dit, dynamic=False)),

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from videodit.models.dit import SpacetimeDiT
 from videodit.models.vae import VideoVAE
-from videodit.training.config import model_preset
+from videodit.config import load_preset
 
 
 class LatteVelocity(torch.nn.Module):
@@ -109,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    preset = model_preset(args.preset)
+    preset = load_preset(args.preset)
     cfg = preset.dit
     latent_shape = VideoVAE(preset.vae).latent_shape(preset.frames, preset.height, preset.width)
     batch_size = args.batch or preset.dit_train.batch_size

@@ -14,14 +14,14 @@ import torch
 from mlflow import MlflowClient
 
 import videodit.data.shards as shards_module
-from dagster_project.defs.training import CHECKPOINT_ARTIFACT_DIR, FINAL_CHECKPOINT, registered_checkpoint
 from videodit.data.config import SyntheticConfig
 from videodit.data.shards import SHARD_DIR, ClipShards, ShardChecksumError, ShardWriter, read_checksums
 from videodit.data.synthetic import render_clip
 from videodit.models.vae import VideoVAE
-from videodit.training.config import model_preset
+from videodit.config import load_preset
 from videodit.training.datamodule import ClipDataModule, LatentDataModule
 from videodit.training.latents import encode_latents, latent_stats
+from videodit.training.runs import CHECKPOINT_ARTIFACT_DIR, FINAL_CHECKPOINT, registered_checkpoint
 from videodit.training.trainer import resumable_checkpoint
 from videodit.training.vae_module import train_vae
 
@@ -84,7 +84,7 @@ def test_each_shard_is_hashed_once_per_process_and_again_when_it_changes(shards_
 
 def test_latents_record_their_checksums_and_are_verified_on_read(shards_root, tmp_path):
     torch.manual_seed(0)
-    latents_dir = encode_latents(shards_root, VideoVAE(model_preset("tiny").vae), tmp_path / "video_latents")
+    latents_dir = encode_latents(shards_root, VideoVAE(load_preset("tiny").vae), tmp_path / "video_latents")
     assert set(read_checksums(latents_dir)) == {"train.safetensors", "val.safetensors"}
     shift, scale = latent_stats(latents_dir)
     assert np.isfinite(shift) and scale > 0
@@ -105,7 +105,7 @@ class RecordSteps(L.Callback):
 
 
 def tiny_vae_preset(max_steps: int):
-    preset = model_preset("tiny")
+    preset = load_preset("tiny")
     preset.vae_train = dataclasses.replace(preset.vae_train, max_steps=max_steps, checkpoint_every_steps=1, val_every_steps=100)
     return preset
 

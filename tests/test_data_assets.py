@@ -78,7 +78,7 @@ def test_synthetic_graph_materializes_and_reingest_is_idempotent(project):
     repo.checkout(force=True)
     assert clip.read_bytes() == original
     # A different seed is different data: a new version.
-    reseeded = _materialize(root, remote, instance, selection=["raw_videos"], run_config={"ops": {"raw_videos": {"config": {"seed": 7}}}})
+    reseeded = _materialize(root, remote, instance, selection=["raw_videos"], run_config={"ops": {"raw_videos": {"config": {"synthetic": {"seed": 7}}}}})
     assert _metadata(reseeded, "raw_videos")["dvc_md5"] != raw["dvc_md5"]
 
 
@@ -113,7 +113,7 @@ def test_user_folder_flows_through_validation_and_the_blocking_check(project, tm
     assert every_clip_accounted_for(workspace=workspace).metadata["decided_twice"].value == [decisions["path"].iloc[0]]
 
     # Demand more than 60% accepted: the blocking check fails and nothing downstream materializes.
-    strict = {"ops": {**config["ops"], "validated_clips": {"config": {"min_accepted_fraction": 0.9}}}}
+    strict = {"ops": {**config["ops"], "validated_clips": {"config": {"validation": {"min_accepted_fraction": 0.9}}}}}
     failed = _materialize(root, remote, instance, run_config=strict, raise_on_error=False)
     assert not failed.success
     evaluations = {e.check_name: e.passed for e in failed.get_asset_check_evaluations()}

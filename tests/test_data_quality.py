@@ -215,14 +215,14 @@ def test_the_tracked_gx_project_is_rewritten_only_when_the_suite_changes(messy_s
     import shutil
     from pathlib import Path
 
-    from videodit.presets import data_preset
+    from videodit.config import load_preset
 
     repo_gx = Path(__file__).resolve().parents[1] / "great_expectations"
     gx_root = tmp_path / "gx"
     shutil.copytree(repo_gx, gx_root, ignore=shutil.ignore_patterns("uncommitted"))
     tracked = {p.relative_to(gx_root): p.read_bytes() for p in gx_root.rglob("*") if p.is_file()}
     _, metadata, _ = _run(messy_source, tmp_path)
-    demo = data_preset("demo")
+    demo = load_preset("demo")
     outcome = validate_metadata(metadata, gx_root, demo.validation, demo.curation)
     assert not outcome.suite_changed
     now = {p.relative_to(gx_root): p.read_bytes() for p in gx_root.rglob("*") if p.is_file() and "uncommitted" not in p.parts}

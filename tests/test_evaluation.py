@@ -28,7 +28,10 @@ from videodit.evaluation import (
     ssim,
 )
 from videodit.evaluation.contact_sheet import CAPTION_HEIGHT, FRAME_GAP
-from videodit.evaluation.model_report import evaluation_prompts
+from videodit.data.shards import ShardWriter
+from videodit.evaluation.model_report import EvaluationConfig, evaluate_pipeline, evaluation_prompts
+from videodit.models.vae import VAEConfig, VideoVAE
+from videodit.sampling import SamplerConfig, prompt_seeds
 
 COMBINATIONS = list(itertools.product(SHAPES, COLOURS, SIZES, DIRECTIONS))  # 168
 ATTRIBUTES = ("shape", "colour", "size", "direction")
@@ -185,6 +188,33 @@ def test_evaluation_prompts_span_the_domain_and_read_back():
     named = [attributes_from_caption(prompt, SHAPES_DOMAIN) for prompt in prompts]
     assert {(n["colour"], n["shape"], n["direction"]) for n in named} == set(itertools.product(COLOURS, SHAPES, DIRECTIONS))
     assert [n["size"] for n in named] == ["small", "large"] * 42
+
+
+class RecordingPipeline:
+    """Stands in for a trained DiTModule: remembers what evaluation asks it for and draws black clips."""
+
+    def __init__(self):
+        self.vae, self.calls = VideoVAE(VAEConfig(channels=(8, 16, 16, 16))), []
+
+    def generate(self, prompts, seeds, sampler):
+        self.calls.append((list(prompts), prompt_seeds(seeds, len(prompts)), sampler))
+        return np.zeros((len(prompts), 8, 32, 32, 3), np.uint8)
+
+
+def test_evaluation_samples_with_the_sampler_it_is_given_and_prompt_i_at_seed_plus_i(tmp_path):
+    writer = ShardWriter(tmp_path, clips_per_shard=4)
+    rng = np.random.default_rng(0)
+    for i, combo in enumerate(COMBINATIONS[:2]):
+        writer.add(render_clip(*combo, SyntheticConfig(n_frames=8, height=32, width=32), rng), {
+            "clip_id": f"clip{i}", "caption": "a large red circle moves left", "split": "val", "sha256": "", "path": "",
+            "attributes": "{}",
+        })  # fmt: skip
+    writer.close()
+    pipeline, sampler = RecordingPipeline(), SamplerConfig(steps=2, guidance=3.0, shift=2.0)
+    evaluate_pipeline(pipeline, tmp_path, EvaluationConfig(n_prompts=5, seed=10, batch_size=2), sampler, SHAPES_DOMAIN)
+    assert {call[2] for call in pipeline.calls} == {sampler}
+    prompts, seeds = ([v for call in pipeline.calls[:3] for v in call[i]] for i in (0, 1))
+    assert prompts == evaluation_prompts(5, SHAPES_DOMAIN) and seeds == [10, 11, 12, 13, 14]
 
 
 # --- a domain given as data -----------------------------------------------------------------------

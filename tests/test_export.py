@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.export import Dim
 
-from tiny_bundle import STEPS, tiny_bundle
+from tiny_bundle import SAMPLER, tiny_bundle
 from videodit.export import end_to_end_parity, export_bundle, graph_parity
 from videodit.export.onnx_export import OPSET, _export
-from videodit.generation.onnx_generator import euler_timesteps
+from videodit.generation import OnnxVideoGenerator
+from videodit.models import generate_videos, rectified_flow
+from videodit.sampling import SamplerConfig, timestep_schedule
 
 PROMPTS = ["a red circle moves left", "a large blue square moves up"]
 MAX_GRAPH_DIFF = 1e-3
@@ -32,9 +34,9 @@ def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
     assert {"text_encoder.onnx", "dit.onnx", "vae_decoder.onnx", "tokenizer", "bundle.json"} <= names
     assert (bundle.path / "tokenizer" / "tokenizer.json").is_file()
     spec = json.loads((bundle.path / "bundle.json").read_text())
-    assert spec["sampler"]["steps"] == STEPS
-    assert spec["sampler"]["latent_shape"] == [4, 3, 4, 4]
-    assert spec["sampler"]["max_tokens"] == bundle.text_encoder.max_tokens
+    assert spec["sampler"] == {"steps": 3, "guidance": 4.0, "shift": 1.0, "timesteps": SAMPLER.timesteps().tolist()}
+    assert spec["clip"]["latent_shape"] == [4, 3, 4, 4]
+    assert spec["text"]["max_tokens"] == bundle.text_encoder.max_tokens
     assert spec["limits"]["dynamic_latent_thw"] is True
     assert spec["source_versions"] == {"model_version": "tiny-test"}
     assert spec["versions"]["onnxruntime"] and spec["opset"] == OPSET
@@ -56,8 +58,42 @@ def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):
 
 
 def test_torch_and_onnxruntime_make_the_same_video(bundle):
-    psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2], STEPS)
+    psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2])
     assert min(psnrs) >= MIN_PSNR_DB, psnrs
+    psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2], steps=2)
+    assert min(psnrs) >= MIN_PSNR_DB, psnrs
+
+
+def spy_on_noise(monkeypatch, owner, name: str) -> list[np.ndarray]:
+    """The noise (second argument) of every call of `owner.name`, which still runs."""
+    seen, original = [], getattr(owner, name)
+
+    def spy(*args):
+        seen.append(np.asarray(args[1]))
+        return original(*args)
+
+    monkeypatch.setattr(owner, name, spy)
+    return seen
+
+
+def test_a_prompt_gets_its_noise_and_video_alone_or_in_a_batch_in_torch_and_onnxruntime(bundle, monkeypatch):
+    torch_noise = spy_on_noise(monkeypatch, rectified_flow, "sample_euler")
+    onnx_noise = spy_on_noise(monkeypatch, OnnxVideoGenerator, "_denoise")
+    generator = OnnxVideoGenerator(bundle.path, providers=["CPUExecutionProvider"])
+
+    def both(prompts: list[str], seeds: list[int]) -> dict[str, np.ndarray]:
+        in_torch = generate_videos(bundle.vae, bundle.dit, bundle.text_encoder, prompts, seeds, SAMPLER.timesteps(),
+                                   SAMPLER.guidance, (8, 32, 32), 0.25, 2.0)  # fmt: skip
+        return {"torch": in_torch.astype(np.int16), "onnx": np.stack(generator.generate(prompts, seeds)).astype(np.int16)}
+
+    batched, alone = both(PROMPTS, [1, 2]), both(PROMPTS[1:], [2])
+    # What each path drew: [2, ...] for the batch, then [1, ...] for the second prompt alone.
+    np.testing.assert_array_equal(torch_noise[0], onnx_noise[0])
+    for noise in (torch_noise, onnx_noise):
+        np.testing.assert_array_equal(noise[1][0], noise[0][1])
+    for runtime in ("torch", "onnx"):
+        # The same noise and timesteps; what may remain is the rounding of kernels that depend on the batch size.
+        assert np.abs(alone[runtime][0] - batched[runtime][1]).max() <= 1, runtime
 
 
 def test_decoder_upsamples_each_frame_with_a_4d_resize(bundle):
@@ -89,10 +125,32 @@ def test_nearest_upsample_exports_exactly_at_other_sizes(scale, tmp_path):
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 9, 25, 50, 99])
 def test_timestep_schedule_is_torch_linspace_bit_for_bit(steps):
-    np.testing.assert_array_equal(euler_timesteps(steps), torch.linspace(1.0, 0.0, steps + 1).numpy())
+    np.testing.assert_array_equal(timestep_schedule(steps), torch.linspace(1.0, 0.0, steps + 1).numpy())
+    np.testing.assert_array_equal(SamplerConfig(steps).timesteps(), timestep_schedule(steps, shift=1.0))
 
 
-def test_export_names_missing_sampler_defaults(bundle, tmp_path):
-    with pytest.raises(ValueError, match="sampler_defaults lacks guidance"):
-        export_bundle(bundle.vae, bundle.dit, bundle.text_encoder, tmp_path, {"steps": 2, "fps": 8, "frames": 8,
-                      "height": 32, "width": 32}, {})  # fmt: skip
+@pytest.mark.parametrize("shift", [0.5, 3.0, 12.0])
+def test_a_shifted_schedule_runs_monotonically_from_noise_to_data(shift):
+    linear, shifted = timestep_schedule(25), SamplerConfig(25, shift=shift).timesteps()
+    assert shifted.dtype == np.float32 and len(shifted) == 26 and (shifted[0], shifted[-1]) == (1.0, 0.0)
+    assert np.all(np.diff(shifted) < 0)
+    # shift > 1 keeps more of the steps at high noise (t' >= t), shift < 1 at low noise.
+    assert np.all((shifted[1:-1] > linear[1:-1]) == (shift > 1))
+    np.testing.assert_allclose(shifted, shift * linear / (1 + (shift - 1) * linear), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"steps": 0}, "steps=0: must be a whole number >= 1"), ({"steps": 2.5}, "steps=2.5"),
+     ({"shift": 0.0}, "shift=0.0: must be a finite number > 0"), ({"shift": -1.0}, "shift=-1.0"),
+     ({"guidance": float("nan")}, "guidance=nan: must be a finite number")],
+)  # fmt: skip
+def test_sampler_config_refuses_what_it_cannot_sample(settings, message):
+    with pytest.raises(ValueError, match=message):
+        SamplerConfig(**settings)
+
+
+def test_export_names_missing_clip_defaults(bundle, tmp_path):
+    with pytest.raises(ValueError, match="clip lacks fps"):
+        export_bundle(bundle.vae, bundle.dit, bundle.text_encoder, tmp_path, SAMPLER, {"frames": 8, "height": 32,
+                      "width": 32}, {})  # fmt: skip

@@ -13,10 +13,13 @@ import pytest
 import torch
 from torch.export import Dim
 
-from tiny_bundle import tiny_bundle
+from tiny_bundle import SAMPLER, tiny_bundle
 from videodit.cli import main
+from videodit.evaluation.image_quality import psnr
 from videodit.export.onnx_export import TextEncoderGraph, _export
 from videodit.generation import OnnxVideoGenerator
+from videodit.models import generate_videos
+from videodit.sampling import SamplerConfig, timestep_schedule
 
 NON_ASCII_PROMPT = "un cercle rouge se déplace à gauche 🚀"
 LONG_PROMPT = "a red circle moves left " * 40
@@ -38,7 +41,7 @@ def test_generates_one_uint8_clip_per_prompt_reproducibly(generator):
     assert [v.shape for v in videos] == [(FRAMES, HEIGHT, WIDTH, 3)] * 2
     assert all(v.dtype == np.uint8 for v in videos)
     again = generator.generate(["a blue square moves up"], [8], steps=2)
-    np.testing.assert_allclose(again[0], videos[1], atol=1)  # a seed gives its clip whatever the batch
+    np.testing.assert_allclose(again[0], videos[1], atol=1)  # a seed gives its clip whatever the batch (test_export)
 
 
 def test_other_sizes_within_the_bundle_limits(generator):
@@ -107,6 +110,51 @@ def test_seeds_must_match_prompts(generator):
         generator.generate(["a", "b"], [0])
 
 
+def test_an_int_seed_gives_prompt_i_seed_plus_i(generator):
+    prompts = ["a red circle moves left", "a blue square moves up"]
+    np.testing.assert_array_equal(generator.generate(prompts, 5, steps=1), generator.generate(prompts, [5, 6], steps=1))
+
+
+def edited_bundle(bundle_dir, tmp_path, edit) -> OnnxVideoGenerator:
+    """A generator over a copy of the tiny bundle whose bundle.json went through `edit(spec)`."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    spec = json.loads((copy / "bundle.json").read_text())
+    edit(spec)
+    (copy / "bundle.json").write_text(json.dumps(spec))
+    return OnnxVideoGenerator(copy)
+
+
+def test_the_generator_samples_along_the_timesteps_stored_in_the_bundle(bundle_dir, generator, tmp_path):
+    shifted = SamplerConfig(SAMPLER.steps, shift=3.0).timesteps()
+    # Only the list changes: the stored shift stays 1, so a generator deriving the schedule again would not see it.
+    edited = edited_bundle(bundle_dir, tmp_path, lambda spec: spec["sampler"].update(timesteps=shifted.tolist()))
+    prompt = ["a red circle moves left"]
+    (video,) = edited.generate(prompt, [0])
+    assert not np.array_equal(video, generator.generate(prompt, [0])[0])
+    b = tiny_bundle()
+    (expected,) = generate_videos(b.vae, b.dit, b.text_encoder, prompt, [0], shifted, SAMPLER.guidance, (8, 32, 32),
+                                  0.25, 2.0)  # fmt: skip
+    assert psnr(video, expected) >= 40.0
+
+
+def test_another_step_count_gets_its_schedule_at_the_bundles_shift(bundle_dir, tmp_path):
+    edited = edited_bundle(bundle_dir, tmp_path, lambda spec: spec["sampler"].update(shift=3.0))
+    sampler = edited.sampler(steps=5)
+    assert sampler == SamplerConfig(5, SAMPLER.guidance, 3.0)
+    np.testing.assert_array_equal(edited.timesteps(sampler), timestep_schedule(5, 3.0))
+
+
+def test_a_bundle_of_an_older_format_is_refused_with_what_to_do(bundle_dir, tmp_path):
+    with pytest.raises(ValueError, match="format_version 1, this videodit reads 2: export the bundle again"):
+        edited_bundle(bundle_dir, tmp_path, lambda spec: spec.update(format_version=1))
+
+
+def test_stored_timesteps_must_fit_the_step_count(bundle_dir, tmp_path):
+    with pytest.raises(ValueError, match="2 timesteps for 3 steps"):
+        edited_bundle(bundle_dir, tmp_path, lambda spec: spec["sampler"].update(timesteps=[1.0, 0.0]))
+
+
 def test_generator_runs_where_torch_cannot_be_imported(bundle_dir, tmp_path):
     script = textwrap.dedent(f"""
         import sys
@@ -140,6 +188,7 @@ def test_cli_writes_video_gif_sheet_and_manifest(bundle_dir, tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["videos"] == [{"prompt": "a red circle moves left", "seed": 3, "mp4": "out.mp4", "gif": "out.gif"}]
     assert (manifest["steps"], manifest["frames"], manifest["height"], manifest["width"]) == (2, 6, 16, 24)
+    assert (manifest["guidance"], manifest["shift"]) == (SAMPLER.guidance, SAMPLER.shift)
     assert manifest["model_versions"] == {"model_version": "tiny-test"}
     assert manifest["timings"]["seconds_per_video"] > 0
 

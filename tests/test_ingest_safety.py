@@ -149,7 +149,7 @@ def test_an_unchanged_builtin_set_keeps_its_version_when_the_encoder_is_not_bit_
     again = _metadata(_ingest(root, remote))
     assert (again["dvc_md5"], again["pushed_objects"]) == (first["dvc_md5"], 0)
     # A changed config is generated again, by the drifting encoder: a new version.
-    assert _metadata(_ingest(root, remote, seed=3))["dvc_md5"] != first["dvc_md5"]
+    assert _metadata(_ingest(root, remote, synthetic={"seed": 3}))["dvc_md5"] != first["dvc_md5"]
     assert yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"] != first["dvc_md5"]
 
 

@@ -1,13 +1,14 @@
-"""Dependencies point one way (STYLE.md), read from the source with `ast`, nothing imported.
+"""Dependencies point one way (STYLE.md), read from the source with `ast` (`videodit.tracking.source`), nothing imported.
 
 Every `import` counts, at module level or inside a function. A layer's rule holds for its modules and for every
 `videodit` module they import in turn (a package's `__init__` included), so a forbidden import cannot hide one
 module away.
 """
 
-import ast
 from collections.abc import Callable
 from pathlib import Path
+
+from videodit.tracking.source import imported_names, modules_run_by
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -16,25 +17,7 @@ def _module_name(path: Path) -> str:
     return ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
 
 
-def _imported_names(path: Path) -> frozenset[str]:
-    """Every name an import statement of `path` brings in: `a.b` for `import a.b`, `a` and `a.x` for `from a import x`."""
-    module = _module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: `from ..x import y` in a.b.c is `from a.x import y`
-                anchor = package.rsplit(".", node.level - 1)[0]
-                base = f"{anchor}.{base}".rstrip(".")
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from package import module`
-    return frozenset(names)
-
-
-IMPORTS = {_module_name(path): _imported_names(path) for path in sorted((SRC / "videodit").rglob("*.py"))}
+IMPORTS = {_module_name(path): imported_names(path, _module_name(path)) for path in sorted((SRC / "videodit").rglob("*.py"))}
 
 
 def within(name: str, *prefixes: str) -> bool:
@@ -49,13 +32,7 @@ def _executed_by(name: str) -> set[str]:
 
 def reachable(module: str) -> set[str]:
     """`module` and every videodit module that importing it runs, directly or in turn."""
-    seen: set[str] = set()
-    todo = [module]
-    while todo:
-        for found in _executed_by(todo.pop()) - seen:
-            seen.add(found)
-            todo.extend(IMPORTS[found])
-    return seen
+    return set(modules_run_by(module, root=SRC))
 
 
 def violations(layer: str, forbidden: Callable[[str], bool]) -> list[str]:
@@ -75,8 +52,9 @@ def test_the_source_tree_is_read():
     assert {"videodit.evaluation", "videodit.evaluation.contact_sheet"} <= reachable("videodit.generation.outputs")
 
 
-def test_models_import_only_models():
-    assert violations("videodit.models", lambda name: within(name, "videodit") and not within(name, "videodit.models")) == []
+def test_models_import_only_models_and_the_sampler():
+    allowed = ("videodit.models", "videodit.sampling")  # the sampler is numpy-only and imports no videodit module
+    assert violations("videodit.models", lambda name: within(name, "videodit") and not within(name, *allowed)) == []
 
 
 def test_evaluation_imports_no_training_generator_or_dagster():

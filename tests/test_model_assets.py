@@ -1,24 +1,33 @@
 """The model half of the graph on the tiny preset: training, MLflow tracking, the registry, ONNX and generation."""
 
+import importlib.metadata
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
+from dataclasses import replace
+from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 from mlflow import MlflowClient
+from packaging.requirements import Requirement
 
 from dagster_project.definitions import defs
 from dagster_project.defs.schedules import weekly_retraining
 from dagster_project.defs.sensors import retrain_on_new_data
 from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspace
 from videodit.cli import main as cli_main
-from videodit.tracking.registry import CHAMPION, CHALLENGER
+from videodit.evaluation.model_report import reconstruct_clips, validation_clips
+from videodit.tracking.registry import CHAMPION, CHALLENGER, SCORE_TAG_PREFIX, alias_version
+from videodit.tracking.source import code_version
 
 ALL_ASSETS = list(defs.assets)
 ALL_CHECKS = list(defs.asset_checks)
@@ -78,6 +87,11 @@ def test_every_asset_materializes_with_real_values(pipeline):
     assert dit.tags["promotion.promoted"] == "True" and "Evaluation:" in dit.description
     assert _metadata(result, "raw_videos")["dvc_md5"] in dit.description  # the model card names its data
 
+    # The code part of the fingerprint is the asset's Dagster code version: the source its training module runs.
+    dit_asset = defs.resolve_assets_def("dit_model")
+    assert _metadata(result, "dit_model")["code_version"] == dit_asset.code_versions_by_key[dit_asset.key]
+    assert dit_asset.code_versions_by_key[dit_asset.key] == code_version("videodit.training.dit_module")
+
 
 def test_mlflow_runs_nest_under_the_dagster_run_with_params_metrics_and_tags(pipeline):
     root, _, result, client = pipeline
@@ -109,35 +123,58 @@ def test_same_data_and_code_reuse_the_registered_versions(pipeline):
     root, instance, _, client = pipeline
     again = materialize(ALL_ASSETS, selection=["vae_model", "video_latents", "dit_model"], resources=_resources(root), instance=instance)
     assert _metadata(again, "vae_model")["reused_existing_version"] is True
-    assert _metadata(again, "dit_model")["reused_existing_version"] is True
+    assert _metadata(again, "dit_model")["reused_existing_version"] is True and _metadata(again, "dit_model")["trained_steps"] == 0
     assert len(client.search_model_versions("name = 'videodit-dit'")) == 1
+
+
+# Lightning adds the callbacks that entry points of the group `lightning.pytorch.callbacks_factory` make to every
+# Trainer: a kill point injected into the real `train_dit` of an unmodified graph run, on the child's path only.
+HOLD_AFTER_STEP_10 = """
+import time
+import lightning as L
+
+class HoldAfterStep10(L.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step > 10:  # ModelCheckpoint, which Lightning runs after us, wrote step 10 one batch ago
+            open({holding!r}, "w").close()
+            time.sleep(3600)
+
+def callbacks():
+    return [HoldAfterStep10()]
+"""
+TRAIN_DIT = """
+from dagster import materialize
+from dagster_project.definitions import defs
+from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspace
+
+root = {root!r}
+materialize(list(defs.assets), selection=["dit_model"], run_config={config!r},
+            resources={{"workspace": Workspace(project_dir=root, preset="tiny"), "dvc": DVCResource(remote_url=root + "-remote"),
+                       "mlflow_tracking": MLflowTracking(tracking_uri=f"sqlite:///{{root}}/mlflow.db")}})
+"""
+
+
+def _with_hold_callback(folder, holding) -> dict:
+    """The environment of a child process whose Lightning Trainers hold after step 10 (and touch `holding`)."""
+    (folder / "hold_after_step_10.py").write_text(HOLD_AFTER_STEP_10.format(holding=str(holding)))
+    dist_info = folder / "hold_after_step_10-0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: hold-after-step-10\nVersion: 0\n")
+    (dist_info / "entry_points.txt").write_text("[lightning.pytorch.callbacks_factory]\nhold = hold_after_step_10:callbacks\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
 
 
 def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp_path):
     root, instance, _, client = pipeline
-    config = {"ops": {"dit_model": {"config": {"max_steps": 40}}}}
+    config = {"ops": {"dit_model": {"config": {"dit_train": {"max_steps": 40}}}}}
     script, holding = tmp_path / "train.py", tmp_path / "holding"
+    script.write_text(TRAIN_DIT.format(root=str(root), config=config))
+    earlier = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt"))
+    versions = len(client.search_model_versions("name = 'videodit-dit'"))
+    log = tmp_path / "train.log"
     # The child holds its run just after the step-10 checkpoint and says so (`holding`), so the kill lands there on
     # any machine speed, never while last.ckpt is half written.
-    script.write_text(
-        "import time\nimport lightning as L\nfrom dagster import materialize\n"
-        "import dagster_project.defs.training as training\nfrom dagster_project.definitions import defs\n"
-        "from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspace\n"
-        "class HoldAfterStep10(L.Callback):\n"
-        "    def on_train_batch_end(self, trainer, *args):\n"
-        "        if trainer.global_step > 10:\n"
-        f"            open({str(holding)!r}, 'w').close()\n"
-        "            time.sleep(3600)\n"
-        "train_dit = training.train_dit\n"
-        "training.train_dit = lambda *args: train_dit(*args[:-1], [*args[-1], HoldAfterStep10()])\n"
-        f"root = {str(root)!r}\n"
-        "materialize(list(defs.assets), selection=['dit_model'], run_config=" + repr(config) + ",\n"
-        "  resources={'workspace': Workspace(project_dir=root, preset='tiny'), 'dvc': DVCResource(remote_url=root + '-remote'),\n"
-        "             'mlflow_tracking': MLflowTracking(tracking_uri=f'sqlite:///{root}/mlflow.db')})\n"
-    )
-    earlier = set((root / "artifacts" / "dit_model").glob("*/checkpoints/step000010.ckpt"))
-    log = tmp_path / "train.log"
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=log.open("w"), env=_with_hold_callback(tmp_path, holding))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not holding.exists() and proc.poll() is None:
         time.sleep(0.5)
@@ -147,14 +184,15 @@ def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp
     assert holding.exists() and len(fresh) == 1, f"training never held after its step-10 checkpoint: {log.read_text()[-2000:]}"
     (checkpoint,) = fresh
     assert not (checkpoint.parent / "step000020.ckpt").exists() and not (checkpoint.parents[1] / "final.ckpt").exists()
-    assert len(client.search_model_versions("name = 'videodit-dit'")) == 1
+    assert len(client.search_model_versions("name = 'videodit-dit'")) == versions
 
     resumed = materialize(ALL_ASSETS, selection=["dit_model"], run_config=config, resources=_resources(root), instance=instance)
     logs = [e.message for e in instance.all_logs(resumed.run_id) if e.message]
     assert any(f"resuming from {checkpoint.parent / 'last.ckpt'}" in m for m in logs)
     assert any("step 40/40" in m for m in logs)
-    assert _metadata(resumed, "dit_model")["registered_version"] == "videodit-dit v2"
-    assert len(client.search_model_versions("name = 'videodit-dit'")) == 2
+    metadata = _metadata(resumed, "dit_model")
+    assert metadata["registered_version"] == f"videodit-dit v{versions + 1}" and metadata["trained_steps"] == 30
+    assert len(client.search_model_versions("name = 'videodit-dit'")) == versions + 1
 
 
 @pytest.mark.parametrize(("asset", "model", "shard", "producer"), [
@@ -232,6 +270,148 @@ def test_cli_generates_from_the_champion_with_only_a_prompt(pipeline, tmp_path, 
     assert cli_main(["generate", "a red circle moves left", "-o", "out.mp4"]) == 0
     assert (tmp_path / "out.mp4").stat().st_size > 0
     assert cli_main(["generate", "a red circle", "--model", "models:/videodit-onnx@nope"]) == 2
+
+
+@pytest.fixture(scope="module")
+def forced(pipeline):
+    """dit_model materialized again with force_new_version on the preset's config, whose version the graph registered
+    (and whose folder holds the finished run's last.ckpt): (its result, the versions there were before)."""
+    root, instance, _, client = pipeline
+    before = {v.version for v in client.search_model_versions("name = 'videodit-dit'")}
+    config = {"ops": {"dit_model": {"config": {"force_new_version": True}}}}
+    return materialize(ALL_ASSETS, selection=["dit_model"], run_config=config, resources=_resources(root), instance=instance), before
+
+
+def test_force_new_version_trains_a_fresh_run_and_registers_a_new_version(pipeline, forced):
+    _, _, result, client = pipeline
+    again, before = forced
+    first, metadata = _metadata(result, "dit_model"), _metadata(again, "dit_model")
+    assert metadata["fingerprint"] == first["fingerprint"] and metadata["reused_existing_version"] is False
+    assert metadata["trained_steps"] == 20  # all of max_steps, not the 0 left after the finished run's last.ckpt
+    (new,) = {v.version for v in client.search_model_versions("name = 'videodit-dit'")} - before
+    assert metadata["registered_version"] == f"videodit-dit v{new}"
+    folder = Path(metadata["checkpoint"]).parent
+    assert folder.name == f"{first['fingerprint']}-{again.run_id}" and folder != Path(first["checkpoint"]).parent
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["last.ckpt", "step000010.ckpt", "step000020.ckpt"]
+
+
+def _use_store(root):
+    """`models:/` URIs resolve through the process-wide URIs (conftest puts them back after the test)."""
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    mlflow.set_registry_uri(f"sqlite:///{root}/mlflow.db")
+
+
+def _assert_described(model, output: np.ndarray):
+    """`output` is what the model's logged signature says it returns: its dtype, its rank and every fixed size."""
+    (spec,) = model.metadata.get_output_schema().inputs
+    assert output.dtype == spec.type and len(output.shape) == len(spec.shape)
+    assert all(size in (-1, got) for size, got in zip(spec.shape, output.shape)), (spec.shape, output.shape)
+
+
+def test_every_registered_model_loads_and_predicts_as_its_signature_says(pipeline):
+    root, *_ = pipeline
+    _use_store(root)
+    onnx = mlflow.pyfunc.load_model("models:/videodit-onnx@champion")
+    videos = onnx.predict(["a red circle moves left", "a small blue square moves up"], params={"seed": 3, "steps": 2})
+    assert videos.shape == (2, 8, 32, 32, 3) and videos.dtype == np.uint8
+    _assert_described(onnx, videos)
+
+    # The DiT: the pipeline itself, and its pyfunc (one seed per video, the prompts a param) through the same sampler.
+    dit = mlflow.pytorch.load_model("models:/videodit-dit@champion")
+    prompts = ["a red circle moves left", "a small blue square moves up"]
+    direct = dit.generate(prompts, [3, 4], replace(dit.sampler, steps=2))
+    served = mlflow.pyfunc.load_model("models:/videodit-dit@champion")
+    videos = served.predict(np.array([3, 4]), params={"prompts": prompts, "steps": 2})
+    assert videos.shape == (2, 8, 32, 32, 3) and np.array_equal(videos, direct)
+    _assert_described(served, videos)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="dtype of input float64 does not match expected dtype int64"):
+        served.predict(np.array([3.0]), params={"prompts": prompts[:1]})  # the schema is enforced
+
+    vae = mlflow.pytorch.load_model("models:/videodit-vae@champion")
+    clips, _ = validation_clips(root / "artifacts" / "training_clips", 2)
+    served = mlflow.pyfunc.load_model("models:/videodit-vae@champion")
+    reconstructions = served.predict(np.stack(clips))
+    assert reconstructions.shape == (2, 8, 32, 32, 3) and np.array_equal(reconstructions, np.stack(reconstruct_clips(vae.vae, clips)))
+    _assert_described(served, reconstructions)
+
+
+# Loads each model folder with nothing of videodit on the path but the model's own `code/` (MLflow adds it on load):
+# `-S` skips site-packages' .pth files, among them the editable install's, and PYTHONPATH names site-packages alone.
+LOAD_WITH_OWN_CODE = """
+import importlib.util, json, sys
+import numpy as np
+import mlflow.pyfunc
+
+assert importlib.util.find_spec("videodit") is None, "videodit is importable without a model"
+inputs = {
+    "videodit-onnx": (["a red circle moves left"], {"steps": 1}),
+    "videodit-dit": (np.array([0]), {"prompts": ["a red circle moves left"], "steps": 1}),
+    "videodit-vae": (np.zeros((1, 5, 32, 32, 3), np.uint8), None),
+}
+found = {}
+for name, folder in json.loads(sys.argv[1]).items():
+    for module in [m for m in sys.modules if m.split(".")[0] == "videodit"]:
+        del sys.modules[module]  # each model imports its own copy
+    output = mlflow.pyfunc.load_model(folder).predict(*inputs[name])
+    files = {m.__file__ for n, m in sys.modules.items() if n.split(".")[0] == "videodit"}
+    found[name] = {"shape": list(output.shape), "from_its_code": all(f.startswith(folder + "/code/videodit/") for f in files)}
+print(json.dumps(found))
+"""
+
+
+def test_registered_models_carry_their_code_and_requirements_that_install(pipeline, tmp_path):
+    root, *_ = pipeline
+    _use_store(root)
+    folders = {name: mlflow.artifacts.download_artifacts(f"models:/{name}@champion", dst_path=str(tmp_path / name))
+               for name in ("videodit-onnx", "videodit-dit", "videodit-vae")}  # fmt: skip
+    for name, folder in folders.items():
+        assert (Path(folder) / "code" / "videodit" / "__init__.py").is_file(), name
+        requirements = [Requirement(line) for line in (Path(folder) / "requirements.txt").read_text().split()]
+        assert "videodit" not in {r.name for r in requirements} and "mlflow" in {r.name for r in requirements}
+        # Each pinned to the distribution installed here, which the child below runs on (whether an index serves
+        # these names and versions cannot be asked offline).
+        assert all(importlib.metadata.version(r.name) in r.specifier for r in requirements), requirements
+    site_packages = sysconfig.get_paths()["purelib"]
+    child = subprocess.run([sys.executable, "-S", "-c", LOAD_WITH_OWN_CODE, json.dumps(folders)], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": site_packages}, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert json.loads(child.stdout.splitlines()[-1]) == {
+        "videodit-onnx": {"shape": [1, 8, 32, 32, 3], "from_its_code": True},
+        "videodit-dit": {"shape": [1, 8, 32, 32, 3], "from_its_code": True},
+        "videodit-vae": {"shape": [1, 5, 32, 32, 3], "from_its_code": True},
+    }
+
+
+def _champion(client, name: str) -> str:
+    return str(alias_version(client, name, CHAMPION).version)
+
+
+def _evaluate_with_champion_scoring(root, instance, client, overall: float):
+    """model_evaluation of the pointer's version, the champion's recorded `overall` set to `overall` first."""
+    client.set_model_version_tag("videodit-dit", _champion(client, "videodit-dit"), f"{SCORE_TAG_PREFIX}overall", f"{overall:.6f}")
+    return _metadata(materialize(ALL_ASSETS, selection=["model_evaluation"], resources=_resources(root), instance=instance), "model_evaluation")
+
+
+def test_a_challenger_that_beats_the_champion_takes_the_alias_through_model_evaluation(pipeline, forced):
+    """The real evaluation scores the forced version (dit_model's pointer); the champion keeps its scores from the
+    graph's evaluation, the same one (no re-scoring), but its `overall` is set out of any real score's reach: a tiny
+    model's scores are noise, so the decision is known only against 1.5 (never beaten) and -0.5 (always)."""
+    root, instance, _, client = pipeline
+    challenger = _metadata(forced[0], "dit_model")["registered_version"].removeprefix("videodit-dit v")
+    champion = _champion(client, "videodit-dit")
+    assert champion != challenger
+
+    kept = _evaluate_with_champion_scoring(root, instance, client, 1.5)
+    assert not kept["promoted"] and kept["decision"].endswith(f"does not beat champion v{champion} overall=1.5000")
+    assert _champion(client, "videodit-dit") == champion
+
+    taken = _evaluate_with_champion_scoring(root, instance, client, -0.5)
+    assert taken["promoted"] and taken["decision"].endswith(f" beats champion v{champion} overall=-0.5000")  # not re-scored
+    assert taken["challenger"] == f"videodit-dit v{challenger}" and taken["overall"] == kept["overall"]
+    assert _champion(client, "videodit-dit") == challenger
+    assert client.get_model_version("videodit-dit", challenger).tags["promotion.promoted"] == "True"
+    vae_version = client.get_model_version("videodit-dit", challenger).tags["vae_version"]
+    assert _champion(client, "videodit-vae") == vae_version  # the VAE the champion was trained with
 
 
 def test_sensor_run_key_is_the_dvc_data_version_and_the_schedule_is_weekly(pipeline):

@@ -9,7 +9,8 @@ from videodit.models.dit import DiTConfig, SpacetimeDiT
 from videodit.models.rectified_flow import rectified_flow_loss, sample_euler, sample_timesteps
 from videodit.models.text_encoder import MiniLMTextEncoder
 from videodit.models.vae import VAEConfig, VideoVAE, channels_to_frames, frames_to_channels
-from videodit.training.config import Preset, model_preset
+from videodit.sampling import timestep_schedule
+from videodit.config import ProjectConfig, load_preset
 
 
 STEPS = 100
@@ -19,7 +20,7 @@ FALLS_BY = 2  # a tiny DiT fitting one batch of images: the mean of the last 10 
 @pytest.fixture(scope="module")
 def vae():
     torch.manual_seed(0)
-    return VideoVAE(model_preset("tiny").vae).eval()
+    return VideoVAE(load_preset("tiny").vae).eval()
 
 
 def tiny_dit(patch_size=(1, 2, 2)) -> SpacetimeDiT:
@@ -169,12 +170,12 @@ def straight_path_oracle(towards_text, towards_null):
 @pytest.mark.parametrize("guidance", [1.0, 3.0, 0.0])
 def test_euler_sampler_follows_straight_paths_exactly_and_guides_by_the_cfg_formula(guidance):
     """With v_c = (x - a)/t and v_u = (x - b)/t, the guided v_u + w (v_c - v_u) is the straight path towards
-    b + w (a - b); Euler steps follow straight paths exactly, so sampling lands there for any step count."""
+    b + w (a - b); Euler steps follow straight paths exactly, so sampling lands there for any schedule."""
     a, b = torch.randn(2, 4, 3, 4, 4), torch.randn(1, 4, 3, 4, 4)
     text, mask = text_batch(2)
     null_text, null_mask = torch.zeros(1, *text.shape[1:]), mask[:1]
-    out = sample_euler(straight_path_oracle(a, b), torch.randn_like(a), text, mask, null_text, null_mask, steps=5,
-                       guidance_scale=guidance)  # fmt: skip
+    out = sample_euler(straight_path_oracle(a, b), torch.randn_like(a), text, mask, null_text, null_mask,
+                       timestep_schedule(5, shift=3.0), guidance)  # fmt: skip
     torch.testing.assert_close(out, b + guidance * (a - b), atol=1e-4, rtol=1e-4)
 
 
@@ -186,7 +187,7 @@ def test_euler_sampler_is_deterministic_with_a_seed(one_torch_thread):
 
     def run(seed):
         noise = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
-        return sample_euler(dit, noise, text, mask, text[:1], mask[:1], steps=4, guidance_scale=2.0)
+        return sample_euler(dit, noise, text, mask, text[:1], mask[:1], timestep_schedule(4), guidance=2.0)
 
     torch.testing.assert_close(run(7), run(7), atol=0, rtol=0)
     assert not torch.allclose(run(7), run(8))
@@ -221,9 +222,9 @@ def test_configs_round_trip_through_json():
     import json
 
     for name in ("tiny", "demo", "base"):
-        preset = model_preset(name)
-        assert Preset.from_dict(json.loads(json.dumps(preset.to_dict()))) == preset
+        preset = load_preset(name)
+        assert ProjectConfig.from_dict(json.loads(json.dumps(preset.to_dict()))) == preset
     with pytest.raises(ValueError, match="levels"):
         VAEConfig(channels=(8, 16), spatial_compression=8)
     with pytest.raises(ValueError, match="unknown preset"):
-        model_preset("huge")
+        load_preset("huge")

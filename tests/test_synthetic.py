@@ -10,7 +10,12 @@ from videodit.data.synthetic import (
     CAPTION_TEMPLATES, COLOURS, DIRECTIONS, MANIFEST_COLUMNS, SHAPES, SIZES,
     generate_shapes_dataset, render_clip,
 )  # fmt: skip
-from videodit.data.video_io import iter_frames, open_video
+from videodit.data.video_io import RGBConverter, decode_video, open_video
+
+
+def _rgb_frames(container, path) -> list[np.ndarray]:
+    to_rgb = RGBConverter(path)
+    return [to_rgb(frame) for frame in decode_video(container, path)]
 
 
 def _centroids(frames):
@@ -67,20 +72,22 @@ def test_default_dataset_covers_every_combination_and_is_reproducible(tmp_path):
     assert len({r["caption"].split()[0] + str(len(r["caption"].split())) for r in rows}) >= 5
     assert len(CAPTION_TEMPLATES) >= 5
     assert all(r["colour"] in r["caption"] and r["shape"] in r["caption"] for r in rows)
-    # Same seed, same pixels. Not always the same bytes: x264 is not bit-exact on every CPU (AVX-512 machines
-    # differ by a few levels now and then), so the decoded frames agree within codec noise; the data version
+    # Same seed, same pixels. Not always the same bytes: x264 is not bit-exact on every CPU (on AVX-512 machines two
+    # encodes in one process differed, seen up to 33 levels on one edge pixel), so the decoded frames agree within
+    # codec noise: on average, and but for a few pixels; a clip of another layout differs in far more. The data version
     # holds because an unchanged set is not generated again (tests/test_ingest_safety.py).
     for r in rows[:20]:
         decoded = []
         for folder in ("a", "b"):
             container, _ = open_video(tmp_path / folder / r["path"])
             with container:
-                decoded.append(np.stack([f.rgb for f in iter_frames(container, tmp_path / folder / r["path"])]).astype(int))
-        assert np.abs(decoded[0] - decoded[1]).max() <= 8, r["path"]
+                decoded.append(np.stack(_rgb_frames(container, tmp_path / folder / r["path"])).astype(int))
+        diff = np.abs(decoded[0] - decoded[1])
+        assert diff.mean() <= 0.5 and (diff > 8).mean() <= 0.005, r["path"]
     container, info = open_video(tmp_path / "a" / rows[0]["path"])
     with container:
         pix_fmt = container.streams.video[0].codec_context.pix_fmt
-        frames = list(iter_frames(container, tmp_path / "a" / rows[0]["path"]))
+        frames = _rgb_frames(container, tmp_path / "a" / rows[0]["path"])
     assert (info.codec, info.width, info.height, info.nominal_fps, len(frames)) == ("h264", 32, 32, 8.0, 8)
     assert pix_fmt == "yuv420p"
 

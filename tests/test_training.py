@@ -16,8 +16,9 @@ from videodit.data.shards import ShardWriter
 from videodit.data.synthetic import COLOURS, DIRECTIONS, SHAPES, caption_for, render_clip
 from videodit.evaluation.image_quality import psnr
 from videodit.models.rectified_flow import rectified_flow_loss
-from videodit.models.vae import VideoVAE, to_uint8_videos
-from videodit.training.config import VAETrainConfig, model_preset
+from videodit.models.vae import VideoVAE
+from videodit.sampling import SamplerConfig, to_uint8_videos
+from videodit.config import VAETrainConfig, load_preset
 from videodit.training.datamodule import ClipDataModule, LatentDataModule, ResumableBatchSampler
 from videodit.training.dit_module import DiTModule, train_dit
 from videodit.training.ema import update_ema
@@ -47,11 +48,11 @@ def shards_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def latents_dir(shards_root, tmp_path_factory):
     torch.manual_seed(0)
-    return encode_latents(shards_root, VideoVAE(model_preset("tiny").vae), tmp_path_factory.mktemp("latents"))
+    return encode_latents(shards_root, VideoVAE(load_preset("tiny").vae), tmp_path_factory.mktemp("latents"))
 
 
 def tiny(**dit_train_overrides):
-    preset = model_preset("tiny")
+    preset = load_preset("tiny")
     preset.dit_train = dataclasses.replace(preset.dit_train, **dit_train_overrides)
     return preset
 
@@ -90,7 +91,7 @@ def test_clip_datamodule_mixes_images_into_video_batches(shards_root):
 
 
 def test_vae_training_raises_reconstruction_psnr(shards_root, tmp_path, one_torch_thread):
-    preset = model_preset("tiny")
+    preset = load_preset("tiny")
     preset.vae_train = dataclasses.replace(preset.vae_train, max_steps=30, val_every_steps=30)
     data = ClipDataModule(shards_root, batch_size=4)
     data.setup()
@@ -98,8 +99,8 @@ def test_vae_training_raises_reconstruction_psnr(shards_root, tmp_path, one_torc
 
     def val_psnr(vae):
         with torch.no_grad():
-            recon = to_uint8_videos(vae.eval()(video, sample=False)[0])
-            return float(np.mean([psnr(a, b) for a, b in zip(to_uint8_videos(video), recon)]))
+            recon = to_uint8_videos(vae.eval()(video, sample=False)[0].numpy())
+            return float(np.mean([psnr(a, b) for a, b in zip(to_uint8_videos(video.numpy()), recon)]))
 
     torch.manual_seed(0)
     before = val_psnr(VAEModule(preset.vae, preset.vae_train).vae)
@@ -148,15 +149,14 @@ def fixed_noise_loss(dit, latents_dir, draws: int = 8) -> float:
     two models are compared on the same points of the same paths (a single batch's loss is too noisy to compare)."""
     data = LatentDataModule(latents_dir, batch_size=4)
     data.setup()
-    train = data.train_data
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        losses = [rectified_flow_loss(dit, train.latents, train.text, train.text_mask).item() for _ in range(draws)]
+    train, generator = data.train_data, torch.Generator().manual_seed(0)
+    losses = [rectified_flow_loss(dit, train.latents, train.text, train.text_mask, generator=generator).item()
+              for _ in range(draws)]  # fmt: skip
     return float(np.mean(losses))
 
 
 def test_dit_trains_generates_and_reloads_from_checkpoint(latents_dir, tmp_path, one_torch_thread):
-    vae = VideoVAE(model_preset("tiny").vae)
+    vae = VideoVAE(load_preset("tiny").vae)
     preset = tiny(max_steps=DIT_STEPS, image_fraction=0.3)
     module = train_dit(latents_dir, vae, preset, tmp_path)
     assert module.trainer.global_step == DIT_STEPS and "val/loss" in module.trainer.callback_metrics
@@ -164,17 +164,49 @@ def test_dit_trains_generates_and_reloads_from_checkpoint(latents_dir, tmp_path,
     before, after = fixed_noise_loss(untrained, latents_dir), fixed_noise_loss(module.dit.eval(), latents_dir)
     assert np.isfinite(after) and after < before / DIT_LOSS_FALLS_BY, (before, after)
     prompts = ["a large red circle moves left", "a large blue square moves up"]
-    videos = module.generate(prompts, seed=3, steps=3)
+    assert module.sampler == preset.sampler  # the preset's: the default of previews, recorded in the checkpoint
+    sampler = SamplerConfig(steps=3, guidance=4.0)
+    videos = module.generate(prompts, 3, sampler)
     assert videos.dtype == np.uint8 and videos.shape == (2, 8, 32, 32, 3)
-    torch.testing.assert_close(videos, module.generate(prompts, seed=3, steps=3), atol=0, rtol=0)
-    image = module.generate(["a red circle"], seed=3, steps=2, frames=1, height=32, width=64)
+    torch.testing.assert_close(videos, module.generate(prompts, [3, 4], sampler), atol=0, rtol=0)  # s -> s, s + 1
+    alone = module.generate(prompts[1:], 4, sampler)  # a prompt's noise comes from its own seed, not its batch
+    assert np.abs(alone[0].astype(np.int16) - videos[1]).max() <= 1
+    image = module.generate(["a red circle"], 3, SamplerConfig(steps=2), frames=1, height=32, width=64)
     assert image.shape == (1, 1, 32, 64, 3)
 
     reloaded = DiTModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
-    assert reloaded.latent_scale == module.latent_scale
+    assert (reloaded.latent_scale, reloaded.sampler) == (module.latent_scale, module.sampler)
     for name, tensor in module.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name], tensor, atol=0, rtol=0, msg=name)
-    torch.testing.assert_close(reloaded.generate(prompts, seed=3, steps=3), videos, atol=0, rtol=0)
+    torch.testing.assert_close(reloaded.generate(prompts, 3, sampler), videos, atol=0, rtol=0)
+
+
+def test_validation_draws_from_the_training_timesteps_and_leaves_the_global_rng_alone(latents_dir, monkeypatch):
+    preset = tiny(timestep_mean=1.5, timestep_std=0.5)
+    module = DiTModule(preset.dit, preset.dit_train, preset.vae)
+    with torch.no_grad():  # off adaLN-Zero's zero velocity, whose loss would not depend on t
+        for parameter in module.ema.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    data = LatentDataModule(latents_dir, batch_size=4)
+    data.setup()
+    val = data.val_data
+    batch = {"latents": val.latents, "text": val.text, "text_mask": val.text_mask}
+    logged, cuda_seeds = [], []
+    monkeypatch.setattr(module, "log", lambda name, value, **kwargs: logged.append((name, value.item())))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)  # what torch.manual_seed reseeds CUDA with
+    before = torch.get_rng_state()
+    with torch.no_grad():
+        for batch_idx in (3, 3, 4):
+            module.validation_step(batch, batch_idx)
+    assert torch.equal(torch.get_rng_state(), before) and cuda_seeds == []
+    (_, at_3), (_, again), (_, at_4) = logged
+    assert logged[0][0] == "val/loss" and at_3 == again != at_4  # fixed draws per batch index
+
+    def loss_at(mean: float, std: float) -> float:
+        with torch.no_grad():
+            return rectified_flow_loss(module.ema, *batch.values(), mean, std, torch.Generator().manual_seed(3)).item()
+
+    assert at_3 == pytest.approx(loss_at(1.5, 0.5), rel=1e-6) and at_3 != pytest.approx(loss_at(0.0, 1.0), rel=1e-3)
 
 
 def test_ema_moves_every_parameter_toward_the_model():
@@ -195,7 +227,7 @@ def test_adamw_is_fused_unless_lightning_must_clip_under_mixed_precision():
 
 
 def test_dit_trains_under_bf16_mixed_with_gradient_clipping(latents_dir, tmp_path, one_torch_thread):
-    vae = VideoVAE(model_preset("tiny").vae)
+    vae = VideoVAE(load_preset("tiny").vae)
     module = train_dit(latents_dir, vae, tiny(max_steps=2, precision="bf16-mixed", grad_clip=0.5), tmp_path)
     assert module.trainer.global_step == 2 and torch.isfinite(module.trainer.callback_metrics["train/loss"])
 
@@ -248,7 +280,7 @@ import lightning as L
 import torch
 
 from videodit.models.vae import VideoVAE
-from videodit.training.config import model_preset
+from videodit.config import load_preset
 from videodit.training.dit_module import train_dit
 
 latents_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -262,7 +294,7 @@ class SaveRankWeights(L.Callback):
                    out / f"rank{trainer.global_rank}.pt")
 
 
-preset = model_preset("tiny")
+preset = load_preset("tiny")
 preset.dit_train = dataclasses.replace(preset.dit_train, max_steps=2, strategy="ddp", devices=2, accelerator="cpu",
                                        batch_size=2, checkpoint_every_steps=2, val_every_steps=100)
 train_dit(latents_dir, VideoVAE(preset.vae), preset, out, callbacks=[SaveRankWeights()])

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from videodit.export import export_bundle, random_models
 from videodit.models import MiniLMTextEncoder, SpacetimeDiT, VideoVAE
-from videodit.training.config import model_preset
+from videodit.sampling import SamplerConfig
+from videodit.config import load_preset
 
-STEPS = 3
-GUIDANCE = 4.0
+SAMPLER = SamplerConfig(steps=3, guidance=4.0)
 WEIGHT_STD = 0.05  # adaLN-Zero starts the DiT at zero velocity; random weights make parity meaningful
 
 
@@ -28,13 +28,13 @@ class TinyBundle:
 
 @functools.cache
 def tiny_bundle() -> TinyBundle:
-    preset = model_preset("tiny")
+    preset = load_preset("tiny")
     vae, dit = random_models(preset, WEIGHT_STD)
     text_encoder = MiniLMTextEncoder()
     out = Path(tempfile.mkdtemp(prefix="videodit-tiny-bundle-"))
     atexit.register(shutil.rmtree, out, ignore_errors=True)
     # A non-trivial latent normalisation, so parity also covers its undoing inside vae_decoder.onnx.
-    sampler = {"steps": STEPS, "guidance": GUIDANCE, "fps": preset.fps, "frames": preset.frames,
-               "height": preset.height, "width": preset.width, "latent_shift": 0.25, "latent_scale": 2.0}  # fmt: skip
-    export_bundle(vae, dit, text_encoder, out, sampler, {"model_version": "tiny-test"})
+    clip = {"fps": preset.fps, "frames": preset.frames, "height": preset.height, "width": preset.width,
+            "latent_shift": 0.25, "latent_scale": 2.0}  # fmt: skip
+    export_bundle(vae, dit, text_encoder, out, SAMPLER, clip, {"model_version": "tiny-test"})
     return TinyBundle(out, vae, dit, text_encoder)

@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 DEFAULT_MODEL = "models:/videodit-onnx@champion"
@@ -217,13 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def generate(args: argparse.Namespace) -> Path:
     from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
+    from videodit.sampling import prompt_seeds
 
     if (args.prompt is None) == (args.batch is None):
         raise UsageError("give either a prompt or --batch FILE")
     prompts = read_prompts(args.batch) if args.batch else [args.prompt]
     out_dir, names = output_plan(args, len(prompts))
     check_output_folder(out_dir)
-    seeds = [args.seed + i for i in range(len(prompts))]
+    seeds = prompt_seeds(args.seed, len(prompts))
     width, height = args.size or (None, None)
 
     started = time.perf_counter()
@@ -238,8 +240,7 @@ def generate(args: argparse.Namespace) -> Path:
     settings = {
         "model": args.model,
         "model_versions": spec.source_versions,
-        "steps": args.steps or spec.steps,
-        "guidance": spec.guidance if args.guidance is None else args.guidance,
+        **asdict(generator.sampler(args.steps, args.guidance)),
         "frames": videos[0].shape[0],
         "height": videos[0].shape[1],
         "width": videos[0].shape[2],

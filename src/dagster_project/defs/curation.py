@@ -2,7 +2,10 @@
 
 
 import pandas as pd
-from dagster import MaterializeResult, MetadataValue, asset
+from dagster import Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from dagster_project.config import CurationSection, overrides
 
 from dagster_project.defs.ingestion import video_metadata
 from dagster_project.defs.validation import validated_clips
@@ -13,10 +16,14 @@ from videodit.data.probe import DECODED_CLIPS_DIR
 from videodit.data.shards import ClipShards
 
 
+class CurationSettingsConfig(Config):
+    curation: CurationSection = Field(default_factory=CurationSection)
+
+
 @asset(group_name="curation", code_version="2", deps=[validated_clips, video_metadata], kinds={"safetensors"})
-def training_clips(workspace: Workspace) -> MaterializeResult:
+def training_clips(config: CurationSettingsConfig, workspace: Workspace) -> MaterializeResult:
     """Accepted clips resampled, resized and centre-cropped to the preset's training shape, in shards."""
-    curation = workspace.data().curation
+    curation = workspace.config(overrides(config, ["curation"])).curation
     accepted = pd.read_parquet(workspace.artifacts("validated_clips") / "accepted.parquet")
     out_dir = workspace.artifacts("training_clips")
     with failing_on_corrupt_shards("video_metadata"):

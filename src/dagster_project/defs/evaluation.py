@@ -11,19 +11,22 @@ from dagster import (
 )  # fmt: skip
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from pydantic import Field
 
-from dagster_project.defs.training import DIT_MODEL, VAE_MODEL, data_hash, dit_model, read_pointer, registered_checkpoint
+from dagster_project.defs.training import DIT_MODEL, VAE_MODEL, data_hash, dit_model, read_pointer
 from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import log_video_samples
-from dagster_project.overrides import with_overrides
+from dagster_project.config import EvaluationSection, SamplerSection, overrides
 from dagster_project.defs.resources import MLflowTracking, TrackedRun, Workspace
 from videodit.data.synthetic import SHAPES_DOMAIN
 from videodit.evaluation.model_report import LOWER_IS_BETTER, EvaluationConfig, evaluate_pipeline
+from videodit.sampling import SamplerConfig
 from videodit.tracking.registry import (
     CHALLENGER, CHAMPION, EVAL_CONFIG_TAG, SCORE_TAG_PREFIX, Rescorer, alias_version, fingerprint, missing_model_files,
     promote_if_better, record_scores,
 )  # fmt: skip
 from videodit.training.dit_module import DiTModule
+from videodit.training.runs import registered_checkpoint
 
 REPORT_FILE = "evaluation.json"
 EVALUATION_HEADING = "\n\nEvaluation:\n"  # a model card's scores follow it, up to the card's end
@@ -31,53 +34,53 @@ EVALUATION_HEADING = "\n\nEvaluation:\n"  # a model card's scores follow it, up 
 REGISTRY_RETRY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL)
 
 
-class EvaluationSettings(Config):
-    """Overrides of the preset's evaluation (None keeps the preset's value)."""
-
-    primary_metric: str | None = None  # overall, colour, shape, size, direction, frechet_distance, vae_psnr, vae_ssim
-    n_prompts: int | None = None
-    steps: int | None = None
-    min_overall: float | None = None
+class ModelEvaluationConfig(Config):
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    sampler: SamplerSection = Field(default_factory=SamplerSection)  # what the challenger (and a re-scored champion) sample with
 
 
-def _evaluate(workspace: Workspace, settings: EvaluationConfig, checkpoint: Path) -> tuple[dict, dict]:
+def _evaluate(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, checkpoint: Path) -> tuple[dict, dict]:
     """(metrics, samples) of the pipeline saved at `checkpoint`, on this project's clips."""
     pipeline = DiTModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     with failing_on_corrupt_shards("training_clips"):
-        return evaluate_pipeline(pipeline, workspace.artifacts("training_clips"), settings, SHAPES_DOMAIN)
+        return evaluate_pipeline(pipeline, workspace.artifacts("training_clips"), settings, sampler, SHAPES_DOMAIN)
 
 
-def _evaluation_hash(workspace: Workspace, settings: EvaluationConfig) -> str:
-    """What the scores depend on: the evaluation settings and the clips they are measured against."""
-    return fingerprint(evaluation=asdict(settings), data=data_hash(workspace))
+def _evaluation_hash(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig) -> str:
+    """What the scores depend on: the evaluation settings, the sampler and the clips they are measured against
+    (not which score decides, nor the quality floor: changing those compares the same scores)."""
+    scored_by = {k: v for k, v in asdict(settings).items() if k not in ("primary_metric", "min_overall")}
+    return fingerprint(evaluation=scored_by, sampler=asdict(sampler), data=data_hash(workspace))
 
 
-def _rescorer(workspace: Workspace, settings: EvaluationConfig, run: TrackedRun) -> Rescorer:
+def _rescorer(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, run: TrackedRun) -> Rescorer:
     """Scores a registered version (the champion) under `settings`, from its checkpoint in its MLflow run."""
 
     def rescore(version: ModelVersion) -> dict[str, float]:
         checkpoint = registered_checkpoint(version, workspace.artifacts("model_evaluation") / f"dit-v{version.version}", run.tracking_uri)
-        return _evaluate(workspace, settings, checkpoint)[0]
+        return _evaluate(workspace, settings, sampler, checkpoint)[0]
 
     return rescore
 
 
 @asset(group_name="evaluation", code_version="1", deps=[dit_model], retry_policy=REGISTRY_RETRY, kinds={"mlflow"})
-def model_evaluation(context: AssetExecutionContext, config: EvaluationSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
+def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConfig, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """Prompt adherence (colour, shape, size, direction read back from pixels), an FVD-like score on the
     validation clips and VAE PSNR/SSIM; the challenger takes `champion` when it wins on the primary metric
     (the champion is evaluated again first when its scores came from another evaluation)."""
-    settings = with_overrides(workspace.evaluation(), config)
+    preset = workspace.config(overrides(config, ["evaluation", "sampler"]))
+    settings, sampler = preset.evaluation, preset.sampler
     pointer = read_pointer(workspace, "dit_model")
     with mlflow_tracking.asset_run(context, workspace) as run:
-        metrics, samples = _evaluate(workspace, settings, Path(pointer["checkpoint"]))
-        evaluation_hash = _evaluation_hash(workspace, settings)
-        run.log_params({"evaluation": settings.__dict__, "evaluation_hash": evaluation_hash, "dit_version": pointer["version"]})
+        metrics, samples = _evaluate(workspace, settings, sampler, Path(pointer["checkpoint"]))
+        evaluation_hash = _evaluation_hash(workspace, settings, sampler)
+        run.log_params({"evaluation": settings.__dict__, "sampler": asdict(sampler), "evaluation_hash": evaluation_hash,
+                        "dit_version": pointer["version"]})  # fmt: skip
         for name, value in metrics.items():
             run.client.log_metric(run.run_id, f"eval/{name}", value)
         challenger = record_scores(run.client, DIT_MODEL, pointer["version"], metrics, evaluation_hash)
         decision = promote_if_better(
-            run.client, DIT_MODEL, challenger, settings.primary_metric, _rescorer(workspace, settings, run),
+            run.client, DIT_MODEL, challenger, settings.primary_metric, _rescorer(workspace, settings, sampler, run),
             settings.primary_metric not in LOWER_IS_BETTER,
         )  # fmt: skip
         if decision.promoted:  # the champion pipeline's VAE is the VAE it was trained with
@@ -88,7 +91,7 @@ def model_evaluation(context: AssetExecutionContext, config: EvaluationSettings,
         per_clip.to_csv(out_dir / "prompt_adherence.csv", index=False)
         run.client.log_artifact(run.run_id, str(out_dir / "prompt_adherence.csv"), "evaluation")
         shown = min(8, len(samples["generated"]))
-        sheet = log_video_samples(run, samples["generated"][:shown], samples["prompts"][:shown], "evaluation", workspace.models().fps, out_dir)
+        sheet = log_video_samples(run, samples["generated"][:shown], samples["prompts"][:shown], "evaluation", preset.fps, out_dir)
         report = {"metrics": metrics, "decision": decision.__dict__, "dit_version": pointer["version"], "min_overall": settings.min_overall}
         (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return MaterializeResult(

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field
 
-from dagster_project.overrides import with_overrides
+from dagster_project.config import ProbeSection, SyntheticSection, overrides
 from dagster_project.defs.resources import DVCResource, Workspace
 from videodit.data.config import SourceConfig, SyntheticConfig
 from videodit.data.probe import METADATA_FILE, probe_rows, write_metadata
@@ -16,8 +17,6 @@ from videodit.data.synthetic import generate_shapes_dataset, is_generated_from
 from videodit.data.versioning import DataVersioningError
 
 CAPTION_FILE_NAMES = ("captions.csv", "captions.jsonl")
-# IngestConfig fields that are not synthetic settings
-SOURCE_FIELDS = frozenset({"source_dir", "captions_file", "follow_symlinks", "max_file_bytes"})
 
 
 class IngestConfig(Config):
@@ -27,8 +26,11 @@ class IngestConfig(Config):
     captions_file: str | None = None  # default: captions.csv or captions.jsonl inside source_dir
     follow_symlinks: bool = SourceConfig.follow_symlinks  # symlinks that stay inside source_dir
     max_file_bytes: int = SourceConfig.max_file_bytes  # a larger file is quarantined unread
-    clips_per_combination: int | None = None  # synthetic only; None keeps the preset's value
-    seed: int | None = None
+    synthetic: SyntheticSection = Field(default_factory=SyntheticSection)  # the built-in set, when source_dir is empty
+
+
+class ProbeSettingsConfig(Config):
+    probe: ProbeSection = Field(default_factory=ProbeSection)
 
 
 def _captions_file(source: Path, given: str | None) -> Path:
@@ -75,7 +77,7 @@ def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: 
     source = Path(config.source_dir).expanduser().resolve() if config.source_dir else None
     if source is not None and (source == data_dir or source.is_relative_to(data_dir)):
         raise _failure(SourceError(f"source_dir {source} is inside the managed data folder {data_dir}; move it elsewhere"), data_dir)
-    synthetic = with_overrides(workspace.data().synthetic, config, SOURCE_FIELDS)
+    synthetic = workspace.config(overrides(config, ["synthetic"])).synthetic
     try:
         if source is None and is_generated_from(data_dir, synthetic):
             context.log.info(f"{data_dir} already holds the synthetic set of this config: versioning it as it is")
@@ -112,13 +114,13 @@ def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: 
 
 
 @asset(group_name="ingestion", code_version="3", deps=[raw_videos], kinds={"pyav", "parquet", "safetensors"})
-def video_metadata(workspace: Workspace) -> MaterializeResult:
+def video_metadata(config: ProbeSettingsConfig, workspace: Workspace) -> MaterializeResult:
     """One row per clip: codec, size, fps, duration, audio, caption, scene cuts, motion, decode status.
 
     The same single decode keeps each clip's training clip at the preset's curation shape for `training_clips`.
     """
     out_dir = workspace.artifacts("video_metadata")
-    preset = workspace.data()
+    preset = workspace.config(overrides(config, ["probe"]))
     try:
         clips = read_manifest(workspace.data_dir)
     except SourceError as exc:

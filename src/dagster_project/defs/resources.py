@@ -15,11 +15,10 @@ from dagster import (
 )  # fmt: skip
 from mlflow import MlflowClient
 
+from dagster_project.deployment import executor_from_env
 from dagster_project.project_lock import ProjectLockHeld, project_lock
 from videodit.data.versioning import DataSnapshot, version_data
-from videodit.evaluation.model_report import EvaluationConfig
-from videodit.presets import DataPreset, data_preset, evaluation_preset
-from videodit.training.config import Preset, model_preset
+from videodit.config import ProjectConfig, load_preset
 from videodit.tracking.mlflow_store import (
     ASSET_TAG,
     EXPERIMENT_NAME,
@@ -73,14 +72,13 @@ class Workspace(ConfigurableResource):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def data(self) -> DataPreset:
-        return data_preset(self.preset)
-
-    def models(self) -> Preset:
-        return model_preset(self.preset)
-
-    def evaluation(self) -> EvaluationConfig:
-        return evaluation_preset(self.preset)
+    def config(self, overrides: dict | None = None) -> ProjectConfig:
+        """The preset with an asset's launchpad `overrides` ({section: {field: value}}) applied and checked as a whole:
+        a wrong value or combination fails the run here, naming the fields, before anything is read or trained."""
+        try:
+            return load_preset(self.preset).with_overrides(overrides or {})
+        except (TypeError, ValueError) as exc:
+            raise Failure(description=f"{exc}", metadata={"preset": self.preset, "overrides": overrides or {}}, allow_retries=False) from None
 
 
 class DVCResource(ConfigurableResource):
@@ -218,6 +216,6 @@ def resources() -> Definitions:
     return Definitions(
         resources={"workspace": Workspace(), "dvc": DVCResource(), "mlflow_tracking": MLflowTracking()},
         # One machine by default: steps share one process instead of re-importing torch, GX and DVC each.
-        # To scale out, swap in dagster_k8s.k8s_job_executor (or the multiprocess executor) here.
-        executor=in_process_executor,
+        # VIDEODIT_EXECUTOR=multiprocess or k8s (dagster_k8s.k8s_job_executor) scales out: dagster_project/deployment.py.
+        executor=executor_from_env(),
     )

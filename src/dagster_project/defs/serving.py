@@ -3,27 +3,34 @@
 import importlib.resources
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
 import numpy as np
 from dagster import AssetCheckResult, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset, asset_check
 from PIL import Image
+from pydantic import Field
+
+from dagster_project.config import SamplerSection, overrides
 
 from dagster_project.defs.evaluation import REGISTRY_RETRY, registered_model
-from dagster_project.defs.training import DIT_MODEL, read_pointer, registered_checkpoint
+from dagster_project.defs.training import DIT_MODEL, read_pointer
 from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.defs.resources import MLflowTracking, Workspace
 from videodit.evaluation.contact_sheet import png_data_uri
-from videodit.export import end_to_end_parity, export_bundle, graph_parity
+from videodit.export import end_to_end_parity, export_pipeline, graph_parity
 from videodit.files import write_text_atomically
 from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
 from videodit.generation.outputs import CONTACT_SHEET_PNG
 from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
 from videodit.models.text_encoder import default_text_encoder
+from videodit.sampling import prompt_seeds
 from videodit.tracking.registry import CHAMPION, FINGERPRINT_TAG, alias_version, find_version, fingerprint, register_version
-from videodit.training.datamodule import LatentDataset
+from videodit.tracking.source import code_paths, code_version, pip_requirements
+from videodit.training.datamodule import first_latents
 from videodit.training.dit_module import DiTModule
+from videodit.training.runs import registered_checkpoint
 
 ONNX_MODEL = "videodit-onnx"
 PARITY_FILE = "parity.json"
@@ -31,7 +38,10 @@ PARITY_PROMPTS = ("a large red circle moves left", "a small cyan triangle moves 
 MAX_GRAPH_DIFF = 1e-3
 MIN_PARITY_PSNR_DB = 40.0
 DEFAULT_PROMPTS_FILE = importlib.resources.files("videodit.generation") / "prompts.txt"
-GENERATOR_REQUIREMENTS = ["onnxruntime>=1.25", "tokenizers", "numpy", "videodit"]  # 1.25: opset-23 Attention on CPU and CUDA
+
+
+class OnnxModelsConfig(Config):
+    sampler: SamplerSection = Field(default_factory=SamplerSection)  # the bundle's defaults; bundle.json records them
 
 
 def _champion_checkpoint(workspace: Workspace, version) -> Path:
@@ -42,38 +52,28 @@ def _champion_checkpoint(workspace: Workspace, version) -> Path:
     return registered_checkpoint(version, workspace.artifacts("onnx_models") / f"dit-v{version.version}")
 
 
-def _real_latents(workspace: Workspace, n: int) -> tuple[list[str], np.ndarray]:
-    """Validation (or train) latents as the DiT sees them (normalised), with their captions."""
-    root = workspace.artifacts("video_latents")
-    split = LatentDataset(root / "val.safetensors" if (root / "val.safetensors").is_file() else root / "train.safetensors")
-    return split.captions[:n], split.latents[:n].numpy()
-
-
-@asset(group_name="serving", code_version="2", deps=[registered_model], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})
-def onnx_models(context: AssetExecutionContext, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
+@asset(group_name="serving", code_version=code_version(export_pipeline.__module__, OnnxBundleModel.__module__), deps=[registered_model], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})
+def onnx_models(context: AssetExecutionContext, config: OnnxModelsConfig, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The champion's text encoder, DiT step and VAE decoder as ONNX, parity-checked, registered as `videodit-onnx`."""
     with mlflow_tracking.asset_run(context, workspace) as run:
         champion = alias_version(run.client, DIT_MODEL, CHAMPION)
         if champion is None:
             raise RuntimeError(f"{DIT_MODEL} has no {CHAMPION} alias in {run.tracking_uri}: materialize model_evaluation first")
-        print_ = fingerprint(dit=champion.tags.get(FINGERPRINT_TAG, champion.version), code=context.assets_def.code_versions_by_key[context.asset_key])
+        preset = workspace.config(overrides(config, ["sampler"]))
+        print_ = fingerprint(dit=champion.tags.get(FINGERPRINT_TAG, champion.version), sampler=asdict(preset.sampler),
+                             code=context.assets_def.code_versions_by_key[context.asset_key])  # fmt: skip
         out_dir = workspace.artifacts("onnx_models") / f"bundle-{print_}"
         pipeline = DiTModule.load_from_checkpoint(_champion_checkpoint(workspace, champion), map_location="cpu").eval()
-        vae, dit = pipeline.vae.float().eval(), pipeline.ema.float().eval()
         text_encoder = default_text_encoder()
-        frames, height, width = pipeline.video_shape
-        train = pipeline.train_config
-        sampler = {"steps": train.sample_steps, "guidance": train.guidance_scale, "fps": workspace.models().fps,
-                   "frames": frames, "height": height, "width": width,
-                   "latent_shift": pipeline.latent_shift, "latent_scale": pipeline.latent_scale}  # fmt: skip
         sources = {DIT_MODEL: f"models:/{DIT_MODEL}/{champion.version}", "dit_run_id": champion.run_id, "fingerprint": print_}
         started = time.monotonic()
-        export_bundle(vae, dit, text_encoder, out_dir, sampler, sources)
+        export_pipeline(pipeline, text_encoder, out_dir, preset.sampler, preset.fps, sources)
         export_s = time.monotonic() - started
         with failing_on_corrupt_shards("video_latents"):
-            captions, latents = _real_latents(workspace, 2)
+            captions, latents = first_latents(workspace.artifacts("video_latents"), 2)
+        vae, dit = pipeline.vae, pipeline.ema
         diffs = graph_parity(out_dir, vae, dit, text_encoder, captions, latents)
-        psnrs = end_to_end_parity(out_dir, vae, dit, text_encoder, list(PARITY_PROMPTS), [0, 1], steps=min(train.sample_steps, 10))
+        psnrs = end_to_end_parity(out_dir, vae, dit, text_encoder, list(PARITY_PROMPTS), [0, 1])
         parity = {"graph_max_abs_diff": diffs, "end_to_end_psnr_db": psnrs}
         (out_dir.parent / PARITY_FILE).write_text(json.dumps({**parity, "bundle": str(out_dir)}, indent=2))
         for name, value in diffs.items():
@@ -81,7 +81,8 @@ def onnx_models(context: AssetExecutionContext, workspace: Workspace, mlflow_tra
         version = find_version(run.client, ONNX_MODEL, print_)
         if version is None:
             info = mlflow.pyfunc.log_model(name="onnx_bundle", python_model=OnnxBundleModel(), artifacts={BUNDLE_ARTIFACT: str(out_dir)},
-                                           signature=SIGNATURE, pip_requirements=GENERATOR_REQUIREMENTS)  # fmt: skip
+                                           signature=SIGNATURE, code_paths=code_paths(),
+                                           pip_requirements=pip_requirements(OnnxBundleModel.__module__))  # fmt: skip
             version = register_version(run.client, ONNX_MODEL, info.model_id, run.run_id, print_,
                                        f"ONNX bundle of {DIT_MODEL} v{champion.version}", {"dit_version": str(champion.version)})  # fmt: skip
         # The bundle follows the champion.
@@ -118,6 +119,8 @@ def onnx_videos_match_pytorch(workspace: Workspace) -> AssetCheckResult:
 
 
 class GenerationSettings(Config):
+    """Prompts and seed; `steps` and `guidance` override the bundle's sampler (bundle.json) for this batch."""
+
     prompts_file: str = str(DEFAULT_PROMPTS_FILE)
     seed: int = 0
     steps: int | None = None  # None: the bundle's default
@@ -133,7 +136,7 @@ def generated_videos(context: AssetExecutionContext, config: GenerationSettings,
         raise FileNotFoundError(f"prompts file not found: {prompts_file}")
     prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     generator = OnnxVideoGenerator(bundle["path"])
-    seeds = [config.seed + i for i in range(len(prompts))]
+    seeds = prompt_seeds(config.seed, len(prompts))
     started = time.monotonic()
     videos = generator.generate(prompts, seeds, config.steps, config.guidance)
     seconds = time.monotonic() - started
@@ -141,8 +144,7 @@ def generated_videos(context: AssetExecutionContext, config: GenerationSettings,
     out_dir = workspace.artifacts("generated_videos")
     clips = [GeneratedClip(f"{i:03d}", p, s, v) for i, (p, s, v) in enumerate(zip(prompts, seeds, videos))]
     settings = {
-        "steps": config.steps or generator.spec.steps,
-        "guidance": generator.spec.guidance if config.guidance is None else config.guidance,
+        **asdict(generator.sampler(config.steps, config.guidance)),
         "model": f"{ONNX_MODEL} v{bundle['version']}",
         "source_versions": generator.spec.source_versions,
         "provider": generator.providers[0],

@@ -6,9 +6,10 @@ from collections import Counter
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, Config, MaterializeResult, MetadataValue, asset, asset_check
+from pydantic import Field
 
 from dagster_project.defs.ingestion import video_metadata
-from dagster_project.overrides import with_overrides
+from dagster_project.config import ValidationSection, overrides
 from dagster_project.defs.resources import Workspace
 from videodit.data.probe import METADATA_FILE
 from videodit.data.sources import read_manifest
@@ -18,20 +19,15 @@ from videodit.files import write_text_atomically
 SUMMARY_FILE = "summary.json"
 
 
-class ValidationSettings(Config):
-    """Overrides of the preset's validation bounds; None keeps the preset's value."""
-
-    min_accepted_fraction: float | None = None
-    min_motion: float | None = None
-    min_width: int | None = None
-    min_height: int | None = None
+class ValidationSettingsConfig(Config):
+    validation: ValidationSection = Field(default_factory=ValidationSection)
 
 
 @asset(group_name="validation", code_version="2", deps=[video_metadata], kinds={"great_expectations"})
-def validated_clips(config: ValidationSettings, workspace: Workspace) -> MaterializeResult:
+def validated_clips(config: ValidationSettingsConfig, workspace: Workspace) -> MaterializeResult:
     """Clips that pass the suite in `great_expectations/`; the rest are quarantined with their reasons."""
-    preset = workspace.data()
-    validation = with_overrides(preset.validation, config)
+    preset = workspace.config(overrides(config, ["validation"]))
+    validation = preset.validation
     metadata = pd.read_parquet(workspace.artifacts("video_metadata") / METADATA_FILE)
     outcome = validate_metadata(metadata, workspace.gx_root, validation, preset.curation)
     out_dir = workspace.artifacts("validated_clips")

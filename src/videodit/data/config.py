@@ -1,4 +1,4 @@
-"""Typed configuration of the data layer. Presets live in `videodit.presets`."""
+"""Typed configuration of the data layer; the whole schema and the presets are in `videodit.config`."""
 
 from __future__ import annotations
 

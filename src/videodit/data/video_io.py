@@ -111,15 +111,6 @@ def frame_time(frame: av.VideoFrame) -> float:
     return float(frame.time) if frame.time is not None else float("nan")
 
 
-def iter_frames(
-    container: av.container.InputContainer, path: Path, size: tuple[int, int] | None = None
-) -> Iterator[DecodedFrame]:
-    """Decode the first video stream as RGB frames, resized by FFmpeg's swscale to `size` = (width, height)."""
-    to_rgb = RGBConverter(path, size)
-    for frame in decode_video(container, path):
-        yield DecodedFrame(time_s=frame_time(frame), rgb=to_rgb(frame))
-
-
 def write_mp4(frames: np.ndarray, path: Path, fps: int, crf: int = 18) -> None:
     """Write uint8 frames [T, H, W, 3] as H.264 (yuv420p). One encoder thread keeps the bytes reproducible."""
     path.parent.mkdir(parents=True, exist_ok=True)

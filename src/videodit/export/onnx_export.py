@@ -5,7 +5,7 @@ layout). The DiT is exported as one classifier-free-guided Euler step, so a gene
 step and can keep the latents on its device between steps.
 
 `graph_parity` compares each graph with its PyTorch module; `end_to_end_parity` runs the same prompts, seeds
-and steps through `sample_euler` in PyTorch and through the bundle in onnxruntime and returns the PSNR.
+and timesteps through `generate_videos` in PyTorch and through the bundle in onnxruntime and returns the PSNR.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -39,14 +40,13 @@ from videodit.generation.onnx_generator import (
     VAE_DECODER_ONNX,
     BundleSpec,
     OnnxVideoGenerator,
-    initial_noise,
-    to_uint8_videos,
 )
 from videodit.models.dit import SpacetimeDiT
-from videodit.models.rectified_flow import sample_euler
-from videodit.models.text_encoder import MiniLMTextEncoder, encode_with_null_caption
+from videodit.models.rectified_flow import GuidedEulerStep, generate_videos
+from videodit.models.text_encoder import MiniLMTextEncoder
 from videodit.models.vae import VideoVAE
-from videodit.training.config import Preset
+from videodit.sampling import SamplerConfig
+from videodit.config import ProjectConfig
 
 # 23: SDPA exports as one fused ONNX Attention node and tanh-GELU as one Gelu node (onnxruntime runs both fused).
 OPSET = op.version
@@ -56,7 +56,7 @@ MAX_BATCH = 256
 # Dynamic graphs take three or more latent frames: torch.export specialises sizes 0 and 1, and the graphs are
 # exported and parity-checked from this length up.
 MIN_LATENT_FRAMES = 3
-SAMPLER_KEYS = ("steps", "guidance", "fps", "frames", "height", "width")
+CLIP_KEYS = ("fps", "frames", "height", "width")
 PARITY_SEED = 0
 PARITY_BATCH = 2
 
@@ -73,34 +73,6 @@ class TextEncoderGraph(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0].float()
 
 
-class GuidedEulerStep(nn.Module):
-    """One iteration of `sample_euler`'s loop: the CFG-batched DiT call, the guidance mix and the Euler update."""
-
-    def __init__(self, dit: SpacetimeDiT):
-        super().__init__()
-        self.dit = dit
-
-    def forward(
-        self,
-        latents: torch.Tensor,
-        t: torch.Tensor,
-        t_next: torch.Tensor,
-        guidance: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
-        null_text: torch.Tensor,
-        null_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        b = latents.shape[0]
-        x_in = torch.cat([latents, latents])
-        text_in = torch.cat([text, null_text.expand(b, -1, -1)])
-        mask_in = torch.cat([text_mask, null_mask.expand(b, -1)])
-        velocity = self.dit(x_in, t.expand(2 * b), text_in, mask_in).float()
-        # Slices, not chunk(2): chunk's ceil-division guard would pin the batch size during export.
-        cond, uncond = velocity[:b], velocity[b:]
-        return latents + (t_next - t) * (uncond + guidance * (cond - uncond))
-
-
 class VAEDecoderGraph(nn.Module):
     """The VAE decoder without the frame trim (the generator cuts the clip to the frames asked for), taking the
     DiT's normalised latents: `latents / latent_scale + latent_shift` undoes the statistics of `encode_latents`."""
@@ -114,7 +86,7 @@ class VAEDecoderGraph(nn.Module):
         return self.decoder(latents / self.latent_scale + self.latent_shift)
 
 
-def random_models(preset: Preset, weight_std: float, seed: int = 0) -> tuple[VideoVAE, SpacetimeDiT]:
+def random_models(preset: ProjectConfig, weight_std: float, seed: int = 0) -> tuple[VideoVAE, SpacetimeDiT]:
     """An untrained VAE and a DiT with every weight drawn from N(0, weight_std²), for parity checks and speed
     benchmarks: adaLN-Zero starts a fresh DiT at zero velocity, which would make parity trivially exact."""
     torch.manual_seed(seed)
@@ -196,23 +168,25 @@ def export_bundle(
     dit: SpacetimeDiT,
     text_encoder: MiniLMTextEncoder,
     out_dir: Path | str,
-    sampler_defaults: dict,
+    sampler: SamplerConfig,
+    clip: dict,
     source_versions: dict,
 ) -> Path:
     """Write text_encoder.onnx, dit.onnx, vae_decoder.onnx, tokenizer/ and bundle.json into `out_dir`.
 
-    sampler_defaults: steps, guidance, fps, frames, height, width (the training clip) and optionally
-    latent_shift and latent_scale (the DiT's latent normalisation, undone inside vae_decoder.onnx).
-    source_versions: where the weights came from (e.g. MLflow model URIs and run ids), stored as given.
+    sampler: stored with its timesteps, which the generator then uses as they are. clip: fps, frames, height,
+    width (the training clip, the default of generated videos) and optionally latent_shift and latent_scale (the
+    DiT's latent normalisation, undone inside vae_decoder.onnx). source_versions: where the weights came from
+    (e.g. MLflow model URIs and run ids), stored as given.
     """
-    missing = [key for key in SAMPLER_KEYS if key not in sampler_defaults]
+    missing = [key for key in CLIP_KEYS if key not in clip]
     if missing:
-        raise ValueError(f"sampler_defaults lacks {', '.join(missing)} (needs {', '.join(SAMPLER_KEYS)})")
+        raise ValueError(f"clip lacks {', '.join(missing)} (needs {', '.join(CLIP_KEYS)})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames, height, width = (sampler_defaults[k] for k in ("frames", "height", "width"))
-    latent_shift = float(sampler_defaults.get("latent_shift", 0.0))
-    latent_scale = float(sampler_defaults.get("latent_scale", 1.0))
+    frames, height, width = (clip[k] for k in ("frames", "height", "width"))
+    latent_shift = float(clip.get("latent_shift", 0.0))
+    latent_scale = float(clip.get("latent_scale", 1.0))
     latent_shape = vae.latent_shape(frames, height, width)
     channels, latent_t, latent_h, latent_w = latent_shape
     pt, ph, pw = dit.config.patch_size
@@ -259,14 +233,14 @@ def export_bundle(
     text_encoder.tokenizer.save_pretrained(tokenizer_dir)
     spec = {
         "format_version": BUNDLE_FORMAT_VERSION,
-        "sampler": {
-            **{key: sampler_defaults[key] for key in SAMPLER_KEYS},
+        "sampler": {**asdict(sampler), "timesteps": sampler.timesteps().tolist()},
+        "clip": {
+            **{key: clip[key] for key in CLIP_KEYS},
             "latent_shape": list(latent_shape),
             "latent_shift": latent_shift,
             "latent_scale": latent_scale,
-            "max_tokens": max_tokens,
-            "pad_token_id": text_encoder.tokenizer.pad_token_id,
         },
+        "text": {"max_tokens": max_tokens, "pad_token_id": text_encoder.tokenizer.pad_token_id},
         "geometry": {
             "latent_channels": channels,
             "spatial_compression": vae.config.spatial_compression,
@@ -294,26 +268,16 @@ def export_bundle(
     return out
 
 
-@torch.no_grad()
-def torch_generate(
-    vae: VideoVAE,
-    dit: nn.Module,
-    text_encoder: MiniLMTextEncoder,
-    prompts: list[str],
-    seeds: list[int],
-    steps: int,
-    guidance: float,
-    frames: int,
-    height: int,
-    width: int,
-    latent_shift: float = 0.0,
-    latent_scale: float = 1.0,
-) -> list[np.ndarray]:
-    """The PyTorch reference of `OnnxVideoGenerator.generate`: sample_euler from the same numpy noise."""
-    noise = torch.from_numpy(initial_noise(seeds, vae.latent_shape(frames, height, width)))
-    latents = sample_euler(dit, noise, *encode_with_null_caption(text_encoder, prompts), steps, guidance)
-    video = vae.decode(latents.float() / latent_scale + latent_shift, num_frames=frames)
-    return to_uint8_videos(video.float().numpy())
+def export_pipeline(
+    pipeline, text_encoder: MiniLMTextEncoder, out_dir: Path | str, sampler: SamplerConfig, fps: int,
+    source_versions: dict,
+) -> Path:  # fmt: skip
+    """`export_bundle` of a trained `DiTModule`: its EMA DiT and VAE, at its clip size and latent normalisation."""
+    frames, height, width = pipeline.video_shape
+    clip = {"fps": fps, "frames": frames, "height": height, "width": width,
+            "latent_shift": pipeline.latent_shift, "latent_scale": pipeline.latent_scale}  # fmt: skip
+    vae, dit = pipeline.vae.float().eval(), pipeline.ema.float().eval()
+    return export_bundle(vae, dit, text_encoder, out_dir, sampler, clip, source_versions)
 
 
 def _max_abs_diff(session: ort.InferenceSession, module: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
@@ -377,14 +341,15 @@ def end_to_end_parity(
     text_encoder: MiniLMTextEncoder,
     prompts: list[str],
     seeds: list[int],
-    steps: int,
-    guidance: float | None = None,
+    steps: int | None = None,
 ) -> list[float]:
-    """PSNR in dB, per prompt, between the PyTorch and the onnxruntime video at the bundle's clip size."""
+    """PSNR in dB, per prompt, between the PyTorch and the onnxruntime video at the bundle's clip size, both
+    sampled along the timesteps the generator uses (the bundle's own unless `steps` asks for another count)."""
     generator = OnnxVideoGenerator(bundle_dir, providers=["CPUExecutionProvider"])
-    spec = generator.spec
-    guidance = spec.guidance if guidance is None else guidance
-    onnx_videos = generator.generate(prompts, seeds, steps, guidance)
-    torch_videos = torch_generate(vae, dit, text_encoder, prompts, seeds, steps, guidance,
-                                  spec.frames, spec.height, spec.width, spec.latent_shift, spec.latent_scale)  # fmt: skip
+    spec, sampler = generator.spec, generator.sampler(steps)
+    onnx_videos = generator.generate(prompts, seeds, steps)
+    torch_videos = generate_videos(
+        vae, dit, text_encoder, prompts, seeds, generator.timesteps(sampler), sampler.guidance,
+        (spec.frames, spec.height, spec.width), spec.latent_shift, spec.latent_scale,
+    )  # fmt: skip
     return [psnr(a, b) for a, b in zip(torch_videos, onnx_videos)]

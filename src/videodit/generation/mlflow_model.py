@@ -12,8 +12,9 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 BUNDLE_ARTIFACT = "bundle"
+# One unnamed string column: pyfunc then takes a plain list of prompts (a named one would want a DataFrame).
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "prompt")]),
+    inputs=Schema([ColSpec("string")]),
     outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1, 3), "video")]),
     params=ParamSchema([ParamSpec("seed", "long", 0), ParamSpec("steps", "long", 0), ParamSpec("guidance", "double", -1.0)]),
 )
@@ -26,13 +27,11 @@ class OnnxBundleModel(mlflow.pyfunc.PythonModel):
         self.generator = OnnxVideoGenerator(context.artifacts[BUNDLE_ARTIFACT])
 
     def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
-        prompts = list(model_input["prompt"]) if hasattr(model_input, "columns") else list(model_input)
+        prompts = model_input.iloc[:, 0].tolist() if hasattr(model_input, "columns") else list(model_input)
         params = params or {}
-        seed = int(params.get("seed", 0))
+        seed = int(params.get("seed", 0))  # prompt i gets seed + i
         # 0 steps / negative guidance in the signature's defaults mean "the bundle's default".
         steps = int(params.get("steps", 0)) or None
         guidance = float(params.get("guidance", -1.0))
-        videos = self.generator.generate(
-            prompts, [seed + i for i in range(len(prompts))], steps=steps, guidance=guidance if guidance >= 0 else None
-        )
+        videos = self.generator.generate(prompts, seed, steps=steps, guidance=guidance if guidance >= 0 else None)
         return np.stack(videos)

@@ -4,11 +4,12 @@ The bundle (written by `videodit.export.export_bundle`) holds three graphs and a
   text_encoder.onnx  token ids [B, L] + attention mask -> caption tokens [B, L, D]
   dit.onnx           one classifier-free-guided Euler step of the rectified-flow sampler (DiT inside)
   vae_decoder.onnx   latents [B, C, t, h, w] -> video [B, 3, 1 + r(t-1), H, W] in [-1, 1]
-and bundle.json with the sampler defaults and the sizes the graphs accept.
+and bundle.json with the sampler (its settings and the exact float32 timesteps it was exported with), the clip
+defaults and the sizes the graphs accept.
 
-The sampler is `videodit.models.rectified_flow.sample_euler` step for step: the same float32 timestep
-schedule, conditional and unconditional passes in one batch, noise drawn per prompt from
-`numpy.random.default_rng(seed)`, so the torch path given the same noise yields the same video.
+The sampler is the one torch evaluates with: `videodit.sampling`'s schedule, per-prompt noise and Euler loop,
+stepping through dit.onnx, which is `videodit.models.rectified_flow.GuidedEulerStep` exported; so a (prompt, seed)
+gives the video evaluation scored, alone or in a batch.
 
 Between steps the latents stay where the DiT runs: every step goes through an onnxruntime IO binding
 whose output OrtValue is bound as the next step's input. On CPU that is plain memory (and tested);
@@ -21,12 +22,14 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+from videodit.sampling import SamplerConfig, euler, initial_noise, prompt_seeds, to_uint8_videos
 
 BUNDLE_JSON = "bundle.json"
 TEXT_ENCODER_ONNX = "text_encoder.onnx"
@@ -34,7 +37,8 @@ DIT_ONNX = "dit.onnx"
 VAE_DECODER_ONNX = "vae_decoder.onnx"
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_JSON = "tokenizer.json"
-BUNDLE_FORMAT_VERSION = 1
+# 2: the sampler with its shift and exact timesteps ("sampler"), the clip defaults apart ("clip", "text").
+BUNDLE_FORMAT_VERSION = 2
 
 # Prompts per DiT batch (each runs twice: conditional and unconditional); bounds memory for long prompt files.
 MAX_BATCH = 8
@@ -63,11 +67,12 @@ class SizeRange:
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """What bundle.json says: sampler defaults, model geometry and the sizes the graphs accept."""
+    """What bundle.json says: the sampler and its timesteps, clip defaults, model geometry and the sizes the
+    graphs accept."""
 
     root: Path
-    steps: int
-    guidance: float
+    sampler: SamplerConfig
+    timesteps: np.ndarray  # float32 [sampler.steps + 1], as exported: not derived again
     fps: int
     frames: int
     height: int
@@ -93,25 +98,32 @@ class BundleSpec:
         if not spec_path.is_file():
             raise FileNotFoundError(f"{spec_path} is missing: {root} is not an exported videodit bundle")
         raw = json.loads(spec_path.read_text())
-        if raw.get("format_version") != BUNDLE_FORMAT_VERSION:
-            found = raw.get("format_version")
-            raise ValueError(f"{spec_path}: format_version {found!r}, expected {BUNDLE_FORMAT_VERSION}")
+        found = raw.get("format_version")
+        if found != BUNDLE_FORMAT_VERSION:
+            raise ValueError(
+                f"{spec_path}: bundle format_version {found!r}, this videodit reads {BUNDLE_FORMAT_VERSION}: "
+                "export the bundle again with this version (materialize onnx_models)"
+            )
         for name in (TEXT_ENCODER_ONNX, DIT_ONNX, VAE_DECODER_ONNX, f"{TOKENIZER_DIR}/{TOKENIZER_JSON}"):
             if not (root / name).is_file():
                 raise FileNotFoundError(f"{root / name} is missing from the bundle")
-        sampler, geometry, limits = raw["sampler"], raw["geometry"], raw["limits"]
+        sampler, clip, text, geometry, limits = (raw[k] for k in ("sampler", "clip", "text", "geometry", "limits"))
+        timesteps = np.array(sampler.pop("timesteps"), np.float32)
+        sampler = SamplerConfig(**sampler)
+        if len(timesteps) != sampler.steps + 1:
+            raise ValueError(f"{spec_path}: {len(timesteps)} timesteps for {sampler.steps} steps (needs steps + 1)")
         return cls(
             root=root,
-            steps=sampler["steps"],
-            guidance=sampler["guidance"],
-            fps=sampler["fps"],
-            frames=sampler["frames"],
-            height=sampler["height"],
-            width=sampler["width"],
-            latent_shift=sampler["latent_shift"],
-            latent_scale=sampler["latent_scale"],
-            max_tokens=sampler["max_tokens"],
-            pad_token_id=sampler["pad_token_id"],
+            sampler=sampler,
+            timesteps=timesteps,
+            fps=clip["fps"],
+            frames=clip["frames"],
+            height=clip["height"],
+            width=clip["width"],
+            latent_shift=clip["latent_shift"],
+            latent_scale=clip["latent_scale"],
+            max_tokens=text["max_tokens"],
+            pad_token_id=text["pad_token_id"],
             latent_channels=geometry["latent_channels"],
             spatial_compression=geometry["spatial_compression"],
             temporal_compression=geometry["temporal_compression"],
@@ -128,26 +140,6 @@ class BundleSpec:
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         s = self.spatial_compression
         return (self.latent_channels, self.latent_frames(frames), height // s, width // s)
-
-
-def euler_timesteps(steps: int) -> np.ndarray:
-    """torch.linspace(1, 0, steps + 1) in float32, bit for bit: a float32 step, the arithmetic in double,
-    the first half counted up from 1 and the second half down from 0, as ATen's CPU kernel does."""
-    n = steps + 1
-    step = np.float64(np.float32(-1.0) / np.float32(steps))
-    index = np.arange(n)
-    return np.where(index < n // 2, 1.0 + step * index, 0.0 - step * (n - 1 - index)).astype(np.float32)
-
-
-def initial_noise(seeds: list[int], latent_shape: tuple[int, ...]) -> np.ndarray:
-    """[B, *latent_shape] float32 noise, prompt i drawn from default_rng(seeds[i]) so batching never changes it."""
-    return np.stack([np.random.default_rng(seed).standard_normal(latent_shape, dtype=np.float32) for seed in seeds])
-
-
-def to_uint8_videos(video: np.ndarray) -> list[np.ndarray]:
-    """Decoder output [B, 3, T, H, W] in [-1, 1] -> one uint8 [T, H, W, 3] array per clip."""
-    pixels = np.round((np.clip(video, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
-    return list(np.ascontiguousarray(pixels.transpose(0, 2, 3, 4, 1)))
 
 
 def default_providers() -> list[str]:
@@ -181,43 +173,51 @@ class OnnxVideoGenerator:
     def generate(
         self,
         prompts: list[str],
-        seeds: list[int],
+        seeds: int | list[int],
         steps: int | None = None,
         guidance: float | None = None,
         frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
     ) -> list[np.ndarray]:
-        """One clip per prompt; settings left as None take the bundle's defaults."""
+        """One clip per prompt, prompt i from seeds[i] (an int s means s, s + 1, ...); settings left as None take
+        the bundle's defaults."""
         spec = self.spec
-        steps = spec.steps if steps is None else steps
-        guidance = spec.guidance if guidance is None else guidance
+        sampler = self.sampler(steps, guidance)
         frames = spec.frames if frames is None else frames
         height = spec.height if height is None else height
         width = spec.width if width is None else width
-        self.check_request(prompts, seeds, steps, guidance, frames, height, width)
+        self.check_request(prompts, frames, height, width)
+        seeds, timesteps = prompt_seeds(seeds, len(prompts)), self.timesteps(sampler)
         videos: list[np.ndarray] = []
         for start in range(0, len(prompts), MAX_BATCH):
             chunk = slice(start, start + MAX_BATCH)
-            videos += self._generate_batch(prompts[chunk], seeds[chunk], steps, guidance, frames, height, width)
+            videos += self._generate_batch(
+                prompts[chunk], seeds[chunk], timesteps, sampler.guidance, frames, height, width
+            )
         return videos
 
-    def check_request(
-        self, prompts: list[str], seeds: list[int], steps: int, guidance: float, frames: int, height: int, width: int
-    ) -> None:
+    def sampler(self, steps: int | None = None, guidance: float | None = None) -> SamplerConfig:
+        """The bundle's sampler with `steps` and `guidance` replaced where given (ValueError when out of range)."""
+        overrides = {name: value for name, value in (("steps", steps), ("guidance", guidance)) if value is not None}
+        return replace(self.spec.sampler, **overrides)
+
+    def timesteps(self, sampler: SamplerConfig) -> np.ndarray:
+        """The bundle's stored timesteps for its own steps and shift; another step count gets the schedule of that
+        count at the bundle's shift, computed by `videodit.sampling`."""
+        stored = self.spec.sampler
+        if (sampler.steps, sampler.shift) == (stored.steps, stored.shift):
+            return self.spec.timesteps
+        return sampler.timesteps()
+
+    def check_request(self, prompts: list[str], frames: int, height: int, width: int) -> None:
         """Raise ValueError naming the offending value and what is allowed."""
         if isinstance(prompts, str) or not prompts:
             raise ValueError("prompts must be a non-empty list of strings")
-        if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, str) or not prompt.strip():
                 where = f" (prompt {index + 1} of {len(prompts)})" if len(prompts) > 1 else ""
                 raise ValueError(f"prompt is empty{where}")
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps={steps!r}: must be a whole number >= 1")
-        if not math.isfinite(guidance):
-            raise ValueError(f"guidance={guidance!r}: must be a finite number")
         for name, value, allowed in (
             ("frames", frames, self.spec.frame_range),
             ("height", height, self.spec.height_range),
@@ -240,14 +240,15 @@ class OnnxVideoGenerator:
         return tokens.astype(np.float32), attention_mask.astype(bool)
 
     def _generate_batch(
-        self, prompts: list[str], seeds: list[int], steps: int, guidance: float, frames: int, height: int, width: int
-    ) -> list[np.ndarray]:
+        self, prompts: list[str], seeds: list[int], timesteps: np.ndarray, guidance: float, frames: int, height: int,
+        width: int,
+    ) -> list[np.ndarray]:  # fmt: skip
         # The empty caption rides along in the same text-encoder batch: it is the unconditional input of CFG.
         tokens, mask = self.encode_text([*prompts, ""])
         noise = initial_noise(seeds, self.spec.latent_shape(frames, height, width))
-        latents = self._denoise(noise, tokens[:-1], mask[:-1], tokens[-1:], mask[-1:], steps, guidance)
+        latents = self._denoise(noise, tokens[:-1], mask[:-1], tokens[-1:], mask[-1:], timesteps, guidance)
         (video,) = self.vae_decoder.run(None, {"latents": latents})
-        return to_uint8_videos(video[:, :, :frames])
+        return list(to_uint8_videos(video[:, :, :frames]))
 
     def _denoise(
         self,
@@ -256,10 +257,10 @@ class OnnxVideoGenerator:
         text_mask: np.ndarray,
         null_text: np.ndarray,
         null_mask: np.ndarray,
-        steps: int,
+        timesteps: np.ndarray,
         guidance: float,
     ) -> np.ndarray:
-        """Euler from t = 1 to t = 0, one dit.onnx call per step, the latents never leaving self.device."""
+        """Euler along `timesteps`, one dit.onnx call per step, the latents never leaving self.device."""
         binding = self.dit.io_binding()
         for name, value in (
             ("guidance", np.array(guidance, np.float32)),
@@ -269,13 +270,13 @@ class OnnxVideoGenerator:
             ("null_mask", null_mask),
         ):
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self.device, 0))
-        latents = ort.OrtValue.ortvalue_from_numpy(noise, self.device, 0)
-        timesteps = euler_timesteps(steps)
-        for t, t_next in zip(timesteps[:-1], timesteps[1:]):
+
+        def step(latents: ort.OrtValue, t: np.float32, t_next: np.float32) -> ort.OrtValue:
             binding.bind_ortvalue_input("latents", latents)
             binding.bind_cpu_input("t", np.array(t, np.float32))
             binding.bind_cpu_input("t_next", np.array(t_next, np.float32))
             binding.bind_output("next_latents", self.device)
             self.dit.run_with_iobinding(binding)
-            (latents,) = binding.get_outputs()
-        return latents.numpy()
+            return binding.get_outputs()[0]
+
+        return euler(step, ort.OrtValue.ortvalue_from_numpy(noise, self.device, 0), timesteps).numpy()

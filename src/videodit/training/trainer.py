@@ -14,7 +14,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.trainer.connectors import checkpoint_connector
 
-from videodit.training.config import TrainConfig
+from videodit.config import TrainConfig
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 CHECKPOINT_DIR = "checkpoints"

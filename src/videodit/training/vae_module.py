@@ -15,8 +15,9 @@ import lightning as L
 import torch
 
 from videodit.evaluation.image_quality import PSNR_CAP_DB, psnr, ssim
-from videodit.models.vae import VAEConfig, VideoVAE, to_uint8_videos
-from videodit.training.config import Preset, VAETrainConfig
+from videodit.models.vae import VAEConfig, VideoVAE
+from videodit.sampling import to_uint8_videos
+from videodit.config import ProjectConfig, VAETrainConfig
 from videodit.training.datamodule import ClipDataModule
 from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
 
@@ -64,7 +65,7 @@ class VAEModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         recon, _ = self.vae(batch["video"], sample=False)
-        pairs = list(zip(to_uint8_videos(batch["video"]), to_uint8_videos(recon)))
+        pairs = list(zip(*(to_uint8_videos(v.float().cpu().numpy()) for v in (batch["video"], recon))))
         self.log_dict({
             "val/psnr": float(np.mean([min(psnr(a, b), PSNR_CAP_DB) for a, b in pairs])),
             "val/ssim": float(np.mean([ssim(a, b) for a, b in pairs])),
@@ -75,7 +76,7 @@ class VAEModule(L.LightningModule):
 
 
 def train_vae(
-    shards_root: Path, preset: Preset, out_dir: Path, logger=None, resume_from: Path | None = None,
+    shards_root: Path, preset: ProjectConfig, out_dir: Path, logger=None, resume_from: Path | None = None,
     callbacks: list[L.Callback] | tuple = (),
 ) -> VAEModule:
     """Train the preset's VAE on the curated clips under `shards_root`; checkpoints go to `out_dir/checkpoints`."""
