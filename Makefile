@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 DAGSTER := $(BIN)/dagster
 DG := $(BIN)/dg  # reads [tool.dg] in pyproject.toml: src/dagster_project/definitions.py loads defs/
 
-.PHONY: install demo test dev check mlflow ingest clean up down status
+.PHONY: install demo test dev check mlflow serve ingest clean up down status
 
 # torch first: the pinned release resolves to the CPU build here (and the CUDA build on GPU hosts),
 # so the bare `torch` requirement below never pulls a second, multi-GB build.
@@ -64,6 +64,13 @@ check: install
 
 mlflow: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db -h 127.0.0.1 -p 5000
+
+# The ONNX champion over REST: POST {"inputs": ["a red circle moves left"], "params": {"seed": 0}} to
+# http://127.0.0.1:$(SERVE_PORT)/invocations answers {"predictions": uint8 videos [B, T, H, W, 3]} (videodit/generation/rest.py).
+SERVE_PORT ?= 5001
+serve: install
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} $(BIN)/mlflow models serve \
+	  -m models:/videodit-onnx@champion --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 # make ingest SOURCE=/path/to/videos [CAPTIONS=/path/to/captions.csv]
 ingest: install

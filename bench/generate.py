@@ -1,34 +1,70 @@
-"""Seconds per video: onnxruntime (the exported bundle) against PyTorch, same sampler, steps, seeds and batch.
+"""Seconds per video: onnxruntime (the exported bundle, fp32 and int8) against PyTorch, same sampler, steps, seeds
+and batch; plus the latency of the REST endpoint for one prompt.
 
-    python bench/generate.py [--preset demo] [--steps 10] [--batch 2] [--repeats 5]
+    python bench/generate.py [--preset demo] [--steps 10] [--batch 2 8] [--repeats 3] [--rest-requests 10]
 
 Models are random-init at the preset's sizes (speed does not depend on the weights). PyTorch runs eager fp32,
 eager under bf16 autocast and torch.compile'd; each is timed after one warm-up call, best of --repeats rounds,
-the runtimes interleaved within each round.
+the runtimes interleaved within each round. Peak memory is the largest rise of this process's RSS over its
+value before the call, sampled every millisecond during the runtime's timed calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
+import mlflow
+import numpy as np
 import torch
 
-from videodit.export import export_bundle, random_models
+from videodit.export import bundle_psnr, export_bundle, quantize_bundle, random_models
 from videodit.generation import OnnxVideoGenerator
-from videodit.models import MiniLMTextEncoder, generate_videos
+from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
+from videodit.generation.rest import invoke, serving
+from videodit.models import MiniLMTextEncoder, SpacetimeDiT, generate_videos
 from videodit.config import load_preset
 
 PROMPTS = ["a red circle moves left", "a large blue square moves up", "a small green triangle moves down"]
 WEIGHT_STD = 0.02  # adaLN-Zero would otherwise make the DiT output zeros, which some kernels shortcut
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def best_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best time of each run over `repeats` rounds; a round times every run once, so a burst of load from other
-    processes on the machine hits all runtimes alike instead of one runtime's whole series."""
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+def peak_rss_rise(run: Callable[[], object]) -> tuple[float, int]:
+    """(seconds, peak RSS rise in bytes) of one call."""
+    before, peak, done = rss_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    return seconds, max(peak[0], rss_bytes()) - before
+
+
+def best_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, int]]:
+    """Best time and peak RSS rise of each run over `repeats` rounds; a round times every run once, so a burst of
+    load from other processes on the machine hits all runtimes alike instead of one runtime's whole series."""
     working = {}
     for name, run in runs.items():
         try:
@@ -36,57 +72,96 @@ def best_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[st
             working[name] = run
         except Exception as exc:  # a torch mode this CPU or build cannot run is reported, not fatal
             print(f"{name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0]})")
-    timings: dict[str, list[float]] = {name: [] for name in working}
+    timings: dict[str, list[tuple[float, int]]] = {name: [] for name in working}
     for _ in range(repeats):
         for name, run in working.items():
+            timings[name].append(peak_rss_rise(run))
+    return {name: (min(s for s, _ in values), max(m for _, m in values)) for name, values in timings.items()}
+
+
+def compiled(dit: SpacetimeDiT) -> SpacetimeDiT:
+    """The DiT with the per-step call the sampler makes (`conditioned_velocity`) torch.compile'd: compiling the
+    module would compile only `forward`. A shallow copy: it shares the weights."""
+    dit = copy.copy(dit)
+    dit.conditioned_velocity = torch.compile(dit.conditioned_velocity, dynamic=False)
+    return dit
+
+
+def rest_latency(bundle: Path, requests: int) -> tuple[float, float]:
+    """p50 and p95 seconds of POST /invocations of one prompt to `mlflow models serve` of the bundle's pyfunc."""
+    model = Path(tempfile.mkdtemp(prefix="videodit-bench-pyfunc-")) / "model"
+    mlflow.pyfunc.save_model(model, python_model=OnnxBundleModel(), artifacts={BUNDLE_ARTIFACT: str(bundle)},
+                             signature=SIGNATURE)  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with serving(str(model), port) as url:
+        invoke(url, PROMPTS[:1])  # warm-up
+        seconds = []
+        for _ in range(requests):
             start = time.perf_counter()
-            run()
-            timings[name].append(time.perf_counter() - start)
-    return {name: min(values) for name, values in timings.items()}
+            invoke(url, PROMPTS[:1])
+            seconds.append(time.perf_counter() - start)
+    p50, p95 = np.percentile(seconds, [50, 95])
+    return float(p50), float(p95)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rest-requests", type=int, default=10, help="0 skips the REST endpoint")
     args = parser.parse_args()
 
     preset = load_preset(args.preset)
     vae, dit = random_models(preset, WEIGHT_STD)
     text_encoder = MiniLMTextEncoder()
-    prompts = (PROMPTS * args.batch)[: args.batch]
-    seeds = list(range(args.batch))
     video_shape = (preset.frames, preset.height, preset.width)
     sampler = replace(preset.sampler, steps=args.steps)
     guidance, timesteps = sampler.guidance, sampler.timesteps()
 
     clip = {"fps": preset.fps, "frames": preset.frames, "height": preset.height, "width": preset.width}
-    bundle = export_bundle(vae, dit, text_encoder, tempfile.mkdtemp(prefix="videodit-bench-"), sampler, clip, {})
-    generator = OnnxVideoGenerator(bundle)
+    work = Path(tempfile.mkdtemp(prefix="videodit-bench-"))
+    fp32 = export_bundle(vae, dit, text_encoder, work / "fp32", sampler, clip, {})
+    int8 = quantize_bundle(fp32, work / "int8")
+    generators = {"fp32": OnnxVideoGenerator(fp32), "int8": OnnxVideoGenerator(int8)}
+    dit_compiled = compiled(dit)
+    print(f"preset {args.preset}: {preset.frames} frames {preset.width}x{preset.height}, {args.steps} steps, "
+          f"CFG {guidance}, torch threads {torch.get_num_threads()}, onnxruntime {generators['fp32'].settings}")  # fmt: skip
+    psnrs = bundle_psnr(fp32, int8, PROMPTS, [0, 1, 2])
+    print(f"int8 against fp32 bundle, end to end: PSNR {min(psnrs):.1f}-{max(psnrs):.1f} dB")
 
-    def torch_run(model: torch.nn.Module) -> Callable[[], object]:
-        return lambda: generate_videos(vae, model, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
+    rows = []
+    for batch in args.batch:
+        prompts, seeds = (PROMPTS * batch)[:batch], list(range(batch))
 
-    def bf16_run() -> object:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return generate_videos(vae, dit, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
+        def torch_run(model: torch.nn.Module) -> Callable[[], object]:
+            return lambda: generate_videos(vae, model, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
 
-    runs: dict[str, Callable[[], object]] = {
-        "onnxruntime (CPU EP)": lambda: generator.generate(prompts, seeds),
-        "torch eager fp32": torch_run(dit),
-        "torch eager bf16 autocast": bf16_run,
-        "torch.compile fp32": torch_run(torch.compile(dit, dynamic=False)),
-    }
-    seconds = {name: value / args.batch for name, value in best_seconds(runs, args.repeats).items()}
+        def bf16_run() -> object:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return generate_videos(vae, dit, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
 
-    onnx_seconds = seconds["onnxruntime (CPU EP)"]
-    print(f"\npreset {args.preset}: {preset.frames} frames {preset.width}x{preset.height}, {args.steps} steps, "
-          f"CFG {guidance}, batch {args.batch}, torch threads {torch.get_num_threads()}")  # fmt: skip
-    print(f"{'runtime':<28}{'s / video':>10}{'onnxruntime speed-up':>22}")
-    for name, value in seconds.items():
-        print(f"{name:<28}{value:>10.3f}{value / onnx_seconds:>21.2f}x")
+        runs: dict[str, Callable[[], object]] = {
+            **{f"onnxruntime {name}": (lambda g=g: g.generate(prompts, seeds)) for name, g in generators.items()},
+            "torch eager fp32": torch_run(dit),
+            "torch eager bf16 autocast": bf16_run,
+            "torch.compile fp32": torch_run(dit_compiled),
+        }
+        results = best_seconds(runs, args.repeats)
+        fastest_torch = min(s for name, (s, _) in results.items() if name.startswith("torch"))
+        for name, (seconds, peak) in results.items():
+            rows.append((batch, name, seconds / batch, fastest_torch / seconds, peak / 2**20))
+
+    print(f"\n{'batch':>5}  {'runtime':<28}{'s / video':>10}{'fastest torch / it':>20}{'peak RSS rise MB':>18}")
+    for batch, name, per_video, ratio, peak in rows:
+        print(f"{batch:>5}  {name:<28}{per_video:>10.4f}{ratio:>19.2f}x{peak:>18.0f}")
+    if args.rest_requests:
+        p50, p95 = rest_latency(fp32, args.rest_requests)
+        print(f"\nREST (mlflow models serve, fp32 bundle), one prompt, {args.rest_requests} requests: "
+              f"p50 {p50:.3f} s, p95 {p95:.3f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

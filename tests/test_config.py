@@ -8,7 +8,7 @@ from dagster import DagsterInstance, materialize
 
 from dagster_project.definitions import defs
 from dagster_project.defs.resources import Workspace
-from videodit.config import GEOMETRY, PRESETS_DIR, ProjectConfig, load_preset, preset_names
+from videodit.config import GEOMETRY, Bucket, PRESETS_DIR, ProjectConfig, load_preset, preset_names
 
 
 def test_every_preset_is_a_yaml_file_that_loads_checked_and_round_trips():
@@ -34,6 +34,12 @@ def test_every_preset_is_a_yaml_file_that_loads_checked_and_round_trips():
         ({"dit_train": {"max_steps": 0}}, "dit_train: max_steps=0 must be at least 1"),
         ({"dit": {"hidden_sizes": 32}}, "dit: unknown field(s) hidden_sizes"),
         ({"synthetic": {"height": 48}}, "synthetic.height=48 differs from height=32"),
+        # The bucket table: a bad entry is named by its index and shape.
+        ({"buckets": [{"height": 32, "width": 32, "frames": 9}, {"height": 32, "width": 44, "frames": 9}]},
+         "buckets[1] (9×32×44): width=44 must be a multiple of vae.spatial_compression × dit.patch_size = 8"),
+        ({"buckets": [{"height": 32, "width": 32, "frames": 9}, {"height": 32, "width": 32, "frames": 8}]},
+         "buckets[1] (8×32×32): frames=8 must be 1 + 4·k (vae.temporal_compression=4), e.g. 9"),
+        ({"buckets": [{"height": 24, "width": 48, "frames": 9}]}, "the default size frames×height×width = 9×32×32 is not one of the buckets"),
     ],
 )
 def test_a_wrong_value_or_combination_is_one_error_naming_the_fields(overrides, message):
@@ -44,8 +50,9 @@ def test_a_wrong_value_or_combination_is_one_error_naming_the_fields(overrides, 
 
 def test_overrides_replace_only_what_they_name_and_the_geometry_follows_the_top_level():
     tiny = load_preset("tiny")
-    cfg = tiny.with_overrides({"height": 48, "dit": {"hidden_size": 32}})
+    cfg = tiny.with_overrides({"height": 48, "buckets": [{"height": 48, "width": 32, "frames": 9}], "dit": {"hidden_size": 32}})
     assert (cfg.dit.hidden_size, cfg.dit.depth, cfg.synthetic.height, cfg.curation.height, cfg.width) == (32, tiny.dit.depth, 48, 48, 32)
+    assert cfg.curation.buckets == cfg.synthetic.buckets == cfg.buckets == (Bucket(48, 32, 9),) and cfg.default_bucket.name == "9x48x32"
 
 
 def test_the_launchpad_shows_every_field_of_every_section_an_asset_uses():

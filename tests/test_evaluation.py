@@ -1,6 +1,8 @@
 import base64
+import dataclasses
 import io
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -29,7 +31,8 @@ from videodit.evaluation import (
 )
 from videodit.evaluation.contact_sheet import CAPTION_HEIGHT, FRAME_GAP
 from videodit.data.shards import ShardWriter
-from videodit.evaluation.model_report import EvaluationConfig, evaluate_pipeline, evaluation_prompts
+from videodit.evaluation.confusion import confusion_matrix, confusion_sheet
+from videodit.evaluation.model_report import EvaluationConfig, evaluate_pipeline, evaluation_prompts, wilson_interval
 from videodit.models.vae import VAEConfig, VideoVAE
 from videodit.sampling import SamplerConfig, prompt_seeds
 
@@ -181,13 +184,48 @@ def test_caption_with_two_colours_is_an_error():
         attributes_from_caption("a red blue circle moves left", SHAPES_DOMAIN)
 
 
-def test_evaluation_prompts_span_the_domain_and_read_back():
+def test_evaluation_prompts_span_the_trained_domain_and_read_back():
     prompts = evaluation_prompts(84, SHAPES_DOMAIN)
-    assert prompts[:2] == ["a small red circle moves left", "a large red square moves left"]
+    assert prompts[0] == "a large red square moves left"  # "a small red circle moves left" is held out
     assert evaluation_prompts(8, SHAPES_DOMAIN) == prompts[:8]
     named = [attributes_from_caption(prompt, SHAPES_DOMAIN) for prompt in prompts]
-    assert {(n["colour"], n["shape"], n["direction"]) for n in named} == set(itertools.product(COLOURS, SHAPES, DIRECTIONS))
-    assert [n["size"] for n in named] == ["small", "large"] * 42
+    combos = {(n["shape"], n["colour"], n["size"], n["direction"]) for n in named}
+    assert len(combos) == len(prompts) > 70 and combos <= set(SHAPES_DOMAIN.trained_combinations())
+    assert {n["colour"] for n in named} == set(COLOURS) and {n["direction"] for n in named} == set(DIRECTIONS)
+
+
+def test_the_unseen_split_asks_for_held_out_combinations_in_words_no_training_caption_uses():
+    held_out = SHAPES_DOMAIN.held_out_combinations
+    assert len(held_out) == 16 and len(SHAPES_DOMAIN.trained_combinations()) == 168 - 16
+    for i, attribute in enumerate(("shape", "colour", "size", "direction")):  # every value held out somewhere
+        assert {c[i] for c in held_out} == set(SHAPES_DOMAIN.names()[attribute])
+    prompts = SHAPES_DOMAIN.unseen_prompts()
+    assert [tuple(attributes_from_caption(p, SHAPES_DOMAIN)[a] for a in ("shape", "colour", "size", "direction")) for p in prompts] == list(held_out)
+    training_words = {w for t in CAPTION_TEMPLATES for w in re.findall(r"[a-z]+", t)} | {w for v in TOWARDS.values() for w in v.split()}
+    unseen_words = {w for p in prompts for w in re.findall(r"[a-z]+", p)} - set(SHAPES_DOMAIN.names()["colour"]) - set(SHAPES_DOMAIN.names()["shape"])
+    assert set(SHAPES_DOMAIN.held_out_synonyms) <= unseen_words and not set(SHAPES_DOMAIN.held_out_synonyms) & training_words
+    assert not any(t.format(size="", colour="", shape="", direction="", towards="") in p for t in CAPTION_TEMPLATES for p in prompts)
+
+
+def test_holding_out_every_combination_of_a_value_is_an_error():
+    every_red = tuple(c for c in SHAPES_DOMAIN.combinations() if c[1] == "red")
+    with pytest.raises(ValueError, match=r"leaves colour \['red'\] untrained"):
+        dataclasses.replace(SHAPES_DOMAIN, held_out_combinations=every_red)
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert all(np.isnan(wilson_interval(0, 0)))
+
+
+def test_confusion_matrix_counts_what_was_drawn_for_what_was_asked():
+    rows = [{"expected_shape": a, "read_shape": r} for a, r in
+            [("circle", "circle"), ("circle", "square"), ("square", "square"), ("triangle", "unknown"), (None, "circle")]]  # fmt: skip
+    counts = confusion_matrix(rows, "shape", ("circle", "square", "triangle"))
+    assert counts.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]]
+    sheet = confusion_sheet([{**r, **{f"{k}_{a}": None for k in ("expected", "read") for a in ("colour", "size", "direction")}} for r in rows], SHAPES_DOMAIN)
+    assert sheet.width > 4 * 100 and sheet.height > 60
 
 
 class RecordingPipeline:
@@ -211,10 +249,16 @@ def test_evaluation_samples_with_the_sampler_it_is_given_and_prompt_i_at_seed_pl
         })  # fmt: skip
     writer.close()
     pipeline, sampler = RecordingPipeline(), SamplerConfig(steps=2, guidance=3.0, shift=2.0)
-    evaluate_pipeline(pipeline, tmp_path, EvaluationConfig(n_prompts=5, seed=10, batch_size=2), sampler, SHAPES_DOMAIN)
+    metrics, _ = evaluate_pipeline(pipeline, tmp_path, EvaluationConfig(n_prompts=5, seeds_per_prompt=2, seed=10, batch_size=2), sampler, SHAPES_DOMAIN)
     assert {call[2] for call in pipeline.calls} == {sampler}
-    prompts, seeds = ([v for call in pipeline.calls[:3] for v in call[i]] for i in (0, 1))
-    assert prompts == evaluation_prompts(5, SHAPES_DOMAIN) and seeds == [10, 11, 12, 13, 14]
+    unseen, seen = pipeline.calls[:16], pipeline.calls[16:21]  # 16 held-out prompts × 2 seeds, then 5 × 2, by twos
+    for calls, prompts in ((unseen, SHAPES_DOMAIN.unseen_prompts()), (seen, evaluation_prompts(5, SHAPES_DOMAIN))):
+        asked, seeds = ([v for call in calls for v in call[i]] for i in (0, 1))
+        assert asked == [p for p in prompts for _ in range(2)] and seeds == list(range(10, 10 + 2 * len(prompts)))
+    # Black clips read as unknown: every attribute wrong, with 95% intervals from 0 up, tighter over more samples
+    # (plain names are the unseen split: 32 samples; seen: 10).
+    assert metrics["overall"] == metrics["seen_overall"] == 0.0
+    assert metrics["shape_ci_low"] == 0.0 and 0.0 < metrics["shape_ci_high"] < metrics["seen_shape_ci_high"]
 
 
 # --- a domain given as data -----------------------------------------------------------------------

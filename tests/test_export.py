@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.export import Dim
 
-from tiny_bundle import SAMPLER, tiny_bundle
-from videodit.export import end_to_end_parity, export_bundle, graph_parity
+from tiny_bundle import SAMPLER, tiny_bundle, tiny_int8_bundle
+from videodit.export import bundle_psnr, end_to_end_parity, export_bundle, graph_parity
 from videodit.export.onnx_export import OPSET, _export
 from videodit.generation import OnnxVideoGenerator
 from videodit.models import generate_videos, rectified_flow
@@ -22,6 +22,7 @@ from videodit.sampling import SamplerConfig, timestep_schedule
 PROMPTS = ["a red circle moves left", "a large blue square moves up"]
 MAX_GRAPH_DIFF = 1e-3
 MIN_PSNR_DB = 40.0
+MIN_INT8_PSNR_DB = 30.0  # against the fp32 bundle; the demo size measures ~57 dB (bench/README.md)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def bundle():
 
 def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
     names = {p.name for p in bundle.path.iterdir()}
-    assert {"text_encoder.onnx", "dit.onnx", "vae_decoder.onnx", "tokenizer", "bundle.json"} <= names
+    assert {"text_encoder.onnx", "condition.onnx", "dit.onnx", "vae_decoder.onnx", "tokenizer", "bundle.json"} <= names
     assert (bundle.path / "tokenizer" / "tokenizer.json").is_file()
     spec = json.loads((bundle.path / "bundle.json").read_text())
     assert spec["sampler"] == {"steps": 3, "guidance": 4.0, "shift": 1.0, "timesteps": SAMPLER.timesteps().tolist()}
@@ -39,13 +40,15 @@ def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
     assert spec["text"]["max_tokens"] == bundle.text_encoder.max_tokens
     assert spec["limits"]["dynamic_latent_thw"] is True
     assert spec["source_versions"] == {"model_version": "tiny-test"}
-    assert spec["versions"]["onnxruntime"] and spec["opset"] == OPSET
+    assert spec["versions"]["onnxruntime"] and spec["opset"] == OPSET and spec["precision"] == "fp32"
     ops = {}
-    for graph in ("text_encoder", "dit", "vae_decoder"):  # every graph was written at the pinned opset
+    for graph in ("text_encoder", "condition", "dit", "vae_decoder"):  # every graph was written at the pinned opset
         model = onnx.load(bundle.path / f"{graph}.onnx", load_external_data=False)
         assert {o.domain: o.version for o in model.opset_import}[""] == OPSET, graph
         ops[graph] = {node.op_type for node in model.graph.node}
     assert {"Attention", "Gelu"} <= ops["dit"], ops["dit"]  # what the pin buys: fused attention and GELU nodes
+    # The caption's MLP is in the once-per-video graph, not in the step: the step's only GELU is the blocks' MLP.
+    assert "Gelu" in ops["condition"]
 
 
 def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):
@@ -53,7 +56,8 @@ def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):
     with torch.no_grad():
         real_latents = bundle.vae.encode(clip).mean.numpy()
     diffs = graph_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, real_latents)
-    assert set(diffs) == {f"{g}/{k}" for g in ("text_encoder", "dit", "vae_decoder") for k in ("random", "real")}
+    graphs = ("text_encoder", "condition", "dit", "vae_decoder")
+    assert set(diffs) == {f"{g}/{k}" for g in graphs for k in ("random", "real")}
     assert max(diffs.values()) < MAX_GRAPH_DIFF, diffs
 
 
@@ -62,6 +66,19 @@ def test_torch_and_onnxruntime_make_the_same_video(bundle):
     assert min(psnrs) >= MIN_PSNR_DB, psnrs
     psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2], steps=2)
     assert min(psnrs) >= MIN_PSNR_DB, psnrs
+
+
+def test_an_int8_bundle_quantizes_the_dit_step_and_stays_close_to_fp32(bundle):
+    int8 = tiny_int8_bundle()
+    assert json.loads((int8 / "bundle.json").read_text())["precision"] == "int8"
+    assert OnnxVideoGenerator(int8).spec.precision == "int8"
+    ops = {node.op_type for node in onnx.load(int8 / "dit.onnx").graph.node}
+    assert "MatMulInteger" in ops and "MatMul" not in ops, ops  # every MatMul of the step, the rest fp32
+    fp32_bytes = sum(p.stat().st_size for p in bundle.path.glob("dit.onnx*"))
+    assert sum(p.stat().st_size for p in int8.glob("dit.onnx*")) < fp32_bytes / 2
+    assert not (int8 / "dit.onnx.data").exists()  # the fp32 weights are not carried along
+    psnrs = bundle_psnr(bundle.path, int8, PROMPTS, [1, 2])
+    assert min(psnrs) >= MIN_INT8_PSNR_DB, psnrs
 
 
 def spy_on_noise(monkeypatch, owner, name: str) -> list[np.ndarray]:
@@ -83,7 +100,7 @@ def test_a_prompt_gets_its_noise_and_video_alone_or_in_a_batch_in_torch_and_onnx
 
     def both(prompts: list[str], seeds: list[int]) -> dict[str, np.ndarray]:
         in_torch = generate_videos(bundle.vae, bundle.dit, bundle.text_encoder, prompts, seeds, SAMPLER.timesteps(),
-                                   SAMPLER.guidance, (8, 32, 32), 0.25, 2.0)  # fmt: skip
+                                   SAMPLER.guidance, (9, 32, 32), 0.25, 2.0)  # fmt: skip
         return {"torch": in_torch.astype(np.int16), "onnx": np.stack(generator.generate(prompts, seeds)).astype(np.int16)}
 
     batched, alone = both(PROMPTS, [1, 2]), both(PROMPTS[1:], [2])

@@ -18,12 +18,13 @@ from videodit.cli import main
 from videodit.evaluation.image_quality import psnr
 from videodit.export.onnx_export import TextEncoderGraph, _export
 from videodit.generation import OnnxVideoGenerator
+from videodit.generation.onnx_generator import physical_cores
 from videodit.models import generate_videos
 from videodit.sampling import SamplerConfig, timestep_schedule
 
 NON_ASCII_PROMPT = "un cercle rouge se déplace à gauche 🚀"
 LONG_PROMPT = "a red circle moves left " * 40
-FRAMES, HEIGHT, WIDTH = 8, 32, 32
+FRAMES, HEIGHT, WIDTH = 9, 32, 32
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,16 @@ def test_generates_one_uint8_clip_per_prompt_reproducibly(generator):
     assert all(v.dtype == np.uint8 for v in videos)
     again = generator.generate(["a blue square moves up"], [8], steps=2)
     np.testing.assert_allclose(again[0], videos[1], atol=1)  # a seed gives its clip whatever the batch (test_export)
+
+
+def test_sessions_run_with_the_recorded_settings(bundle_dir):
+    generator = OnnxVideoGenerator(bundle_dir, threads=1)
+    options = generator.dit.get_session_options()
+    assert options.intra_op_num_threads == generator.settings["intra_op_num_threads"] == 1
+    assert options.graph_optimization_level.name == generator.settings["graph_optimization_level"]
+    assert options.enable_mem_pattern and options.enable_cpu_mem_arena
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"  # the step spins, the rest not
+    assert generator.vae_decoder.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_other_sizes_within_the_bundle_limits(generator):
@@ -133,7 +144,7 @@ def test_the_generator_samples_along_the_timesteps_stored_in_the_bundle(bundle_d
     (video,) = edited.generate(prompt, [0])
     assert not np.array_equal(video, generator.generate(prompt, [0])[0])
     b = tiny_bundle()
-    (expected,) = generate_videos(b.vae, b.dit, b.text_encoder, prompt, [0], shifted, SAMPLER.guidance, (8, 32, 32),
+    (expected,) = generate_videos(b.vae, b.dit, b.text_encoder, prompt, [0], shifted, SAMPLER.guidance, (FRAMES, HEIGHT, WIDTH),
                                   0.25, 2.0)  # fmt: skip
     assert psnr(video, expected) >= 40.0
 
@@ -146,7 +157,7 @@ def test_another_step_count_gets_its_schedule_at_the_bundles_shift(bundle_dir, t
 
 
 def test_a_bundle_of_an_older_format_is_refused_with_what_to_do(bundle_dir, tmp_path):
-    with pytest.raises(ValueError, match="format_version 1, this videodit reads 2: export the bundle again"):
+    with pytest.raises(ValueError, match="format_version 1, this videodit reads 3: export the bundle again"):
         edited_bundle(bundle_dir, tmp_path, lambda spec: spec.update(format_version=1))
 
 
@@ -175,7 +186,7 @@ def test_generator_runs_where_torch_cannot_be_imported(bundle_dir, tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "(8, 32, 32, 3)" in result.stdout
+    assert "(9, 32, 32, 3)" in result.stdout
     assert (tmp_path / "clip.mp4").is_file()
 
 
@@ -190,6 +201,10 @@ def test_cli_writes_video_gif_sheet_and_manifest(bundle_dir, tmp_path):
     assert (manifest["steps"], manifest["frames"], manifest["height"], manifest["width"]) == (2, 6, 16, 24)
     assert (manifest["guidance"], manifest["shift"]) == (SAMPLER.guidance, SAMPLER.shift)
     assert manifest["model_versions"] == {"model_version": "tiny-test"}
+    assert manifest["precision"] == "fp32"
+    # The sessions' tuning: one intra-op thread per physical core, full graph optimisation.
+    assert manifest["session_settings"]["intra_op_num_threads"] == physical_cores() >= 1
+    assert manifest["session_settings"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert manifest["timings"]["seconds_per_video"] > 0
 
 

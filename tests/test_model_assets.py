@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 from mlflow import MlflowClient
@@ -25,6 +26,9 @@ from dagster_project.defs.schedules import weekly_retraining
 from dagster_project.defs.sensors import retrain_on_new_data
 from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspace
 from videodit.cli import main as cli_main
+from videodit.generation.rest import invoke, serving
+from videodit.data.shards import ClipShards
+from videodit.data.synthetic import SHAPES_DOMAIN
 from videodit.evaluation.model_report import reconstruct_clips, validation_clips
 from videodit.tracking.registry import CHAMPION, CHALLENGER, SCORE_TAG_PREFIX, alias_version
 from videodit.tracking.source import code_version
@@ -188,7 +192,7 @@ def test_killed_training_resumes_and_registers_exactly_one_version(pipeline, tmp
 
     resumed = materialize(ALL_ASSETS, selection=["dit_model"], run_config=config, resources=_resources(root), instance=instance)
     logs = [e.message for e in instance.all_logs(resumed.run_id) if e.message]
-    assert any(f"resuming from {checkpoint.parent / 'last.ckpt'}" in m for m in logs)
+    assert any(f"resuming from {checkpoint.parent / 'last.ckpt'}" in m for m in logs), [m for m in logs if "resum" in m or "reus" in m or "checkpoint" in m]
     assert any("step 40/40" in m for m in logs)
     metadata = _metadata(resumed, "dit_model")
     assert metadata["registered_version"] == f"videodit-dit v{versions + 1}" and metadata["trained_steps"] == 30
@@ -313,7 +317,7 @@ def test_every_registered_model_loads_and_predicts_as_its_signature_says(pipelin
     _use_store(root)
     onnx = mlflow.pyfunc.load_model("models:/videodit-onnx@champion")
     videos = onnx.predict(["a red circle moves left", "a small blue square moves up"], params={"seed": 3, "steps": 2})
-    assert videos.shape == (2, 8, 32, 32, 3) and videos.dtype == np.uint8
+    assert videos.shape == (2, 9, 32, 32, 3) and videos.dtype == np.uint8
     _assert_described(onnx, videos)
 
     # The DiT: the pipeline itself, and its pyfunc (one seed per video, the prompts a param) through the same sampler.
@@ -322,7 +326,7 @@ def test_every_registered_model_loads_and_predicts_as_its_signature_says(pipelin
     direct = dit.generate(prompts, [3, 4], replace(dit.sampler, steps=2))
     served = mlflow.pyfunc.load_model("models:/videodit-dit@champion")
     videos = served.predict(np.array([3, 4]), params={"prompts": prompts, "steps": 2})
-    assert videos.shape == (2, 8, 32, 32, 3) and np.array_equal(videos, direct)
+    assert videos.shape == (2, 9, 32, 32, 3) and np.array_equal(videos, direct)
     _assert_described(served, videos)
     with pytest.raises(mlflow.exceptions.MlflowException, match="dtype of input float64 does not match expected dtype int64"):
         served.predict(np.array([3.0]), params={"prompts": prompts[:1]})  # the schema is enforced
@@ -331,8 +335,24 @@ def test_every_registered_model_loads_and_predicts_as_its_signature_says(pipelin
     clips, _ = validation_clips(root / "artifacts" / "training_clips", 2)
     served = mlflow.pyfunc.load_model("models:/videodit-vae@champion")
     reconstructions = served.predict(np.stack(clips))
-    assert reconstructions.shape == (2, 8, 32, 32, 3) and np.array_equal(reconstructions, np.stack(reconstruct_clips(vae.vae, clips)))
+    assert reconstructions.shape == (2, 9, 32, 32, 3) and np.array_equal(reconstructions, np.stack(reconstruct_clips(vae.vae, clips)))
     _assert_described(served, reconstructions)
+
+
+def test_the_onnx_champion_answers_over_rest_with_mlflow_models_serve(pipeline):
+    """`make serve`: POST /invocations gives the videos the pyfunc gives in-process (videodit/generation/rest.py)."""
+    root, *_ = pipeline
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with serving("models:/videodit-onnx@champion", port, f"sqlite:///{root}/mlflow.db") as url:
+        videos = invoke(url, ["a red circle moves left", "a small blue square moves up"], seed=3, steps=2)
+    _use_store(root)
+    expected = mlflow.pyfunc.load_model("models:/videodit-onnx@champion").predict(
+        ["a red circle moves left", "a small blue square moves up"], params={"seed": 3, "steps": 2}
+    )
+    assert videos.dtype == np.uint8 and videos.shape[0] == 2
+    np.testing.assert_array_equal(videos, expected)
 
 
 # Loads each model folder with nothing of videodit on the path but the model's own `code/` (MLflow adds it on load):
@@ -376,8 +396,8 @@ def test_registered_models_carry_their_code_and_requirements_that_install(pipeli
                            env={**os.environ, "PYTHONPATH": site_packages}, cwd=tmp_path, timeout=300)  # fmt: skip
     assert child.returncode == 0, child.stderr[-3000:]
     assert json.loads(child.stdout.splitlines()[-1]) == {
-        "videodit-onnx": {"shape": [1, 8, 32, 32, 3], "from_its_code": True},
-        "videodit-dit": {"shape": [1, 8, 32, 32, 3], "from_its_code": True},
+        "videodit-onnx": {"shape": [1, 9, 32, 32, 3], "from_its_code": True},
+        "videodit-dit": {"shape": [1, 9, 32, 32, 3], "from_its_code": True},
         "videodit-vae": {"shape": [1, 5, 32, 32, 3], "from_its_code": True},
     }
 
@@ -452,3 +472,30 @@ def test_sensor_requests_one_run_per_data_version_over_ticks():
         assert tick(None).skip_message == "raw_videos materialization without a data version"
         assert [r.run_key for r in tick("md5-b").run_requests] == ["md5-b"]
     assert launched == ["md5-a", "md5-b"]  # three materializations with a version, two data versions: two runs
+
+
+def test_a_launchpad_model_field_reaches_the_trained_and_registered_model(pipeline):
+    root, instance, _, client = pipeline
+    config = {"ops": {"dit_model": {"config": {"dit": {"hidden_size": 32, "num_heads": 2}, "dit_train": {"max_steps": 2}}}}}
+    result = materialize(ALL_ASSETS, selection=["dit_model"], run_config=config, resources=_resources(root), instance=instance)
+    metadata = _metadata(result, "dit_model")
+    assert metadata["trained_steps"] == 2 and metadata["reused_existing_version"] is False
+    run = client.get_run(metadata["mlflow_run_id"])
+    assert (run.data.params["dit.hidden_size"], run.data.params["dit.num_heads"]) == ("32", "2")
+    _use_store(root)
+    model = mlflow.pytorch.load_model(f"models:/videodit-dit/{metadata['registered_version'].rsplit('v', 1)[1]}")
+    assert model.dit_config.hidden_size == model.ema.final_layer.linear.in_features == 32
+
+
+def test_no_held_out_combination_or_phrasing_reaches_the_training_clips(pipeline):
+    """The unseen split of evaluation asks for what training never showed: check the clips it trained on."""
+    root = pipeline[0]
+    shards = ClipShards(root / "artifacts" / "training_clips")
+    trained = pd.concat([shards.split("train"), shards.split("val")])
+    combos = {tuple(json.loads(a)[k] for k in ("shape", "colour", "size", "direction")) for a in trained["attributes"]}
+    assert len(trained) == 24 and combos and not combos & set(SHAPES_DOMAIN.held_out_combinations)
+    words = {w for caption in trained["caption"] for w in caption.lower().replace(",", " ").split()}
+    assert not words & set(SHAPES_DOMAIN.held_out_synonyms)
+    report = json.loads((root / "artifacts" / "model_evaluation" / "evaluation.json").read_text())
+    assert {"overall", "seen_overall", "shape_ci_low", "shape_ci_high"} <= set(report["metrics"])
+    assert (root / "artifacts" / "model_evaluation" / "confusion_unseen.png").stat().st_size > 0

@@ -155,16 +155,22 @@ def test_logit_normal_timesteps():
     assert ((t > 0.25) & (t < 0.75)).float().mean().item() > 0.6  # mass concentrates mid-path
 
 
-def straight_path_oracle(towards_text, towards_null):
+class StraightPathOracle:
     """The exact velocity along x_t = (1-t) a + t noise towards `a`: towards_text[i] for a captioned row i, towards_null
-    for rows whose caption is the all-zero null caption."""
+    for rows whose caption is the all-zero null caption. It has the DiT's sampling interface: `caption_condition`
+    once (the caption itself stands in for the pooled embedding), then `conditioned_velocity` per step."""
 
-    def oracle(x, t, text, mask):
+    def __init__(self, towards_text, towards_null):
+        self.towards_text, self.towards_null = towards_text, towards_null
+
+    def caption_condition(self, text, mask):
+        return text, text[None]
+
+    def conditioned_velocity(self, x, t, text, text_kv, mask):
         is_null = (text == 0).all(dim=(1, 2)).view(-1, 1, 1, 1, 1)
-        target = torch.where(is_null, towards_null, towards_text.repeat(x.shape[0] // len(towards_text), 1, 1, 1, 1))
+        repeats = x.shape[0] // len(self.towards_text)
+        target = torch.where(is_null, self.towards_null, self.towards_text.repeat(repeats, 1, 1, 1, 1))
         return (x - target) / t.view(-1, 1, 1, 1, 1)
-
-    return oracle
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0, 0.0])
@@ -174,7 +180,7 @@ def test_euler_sampler_follows_straight_paths_exactly_and_guides_by_the_cfg_form
     a, b = torch.randn(2, 4, 3, 4, 4), torch.randn(1, 4, 3, 4, 4)
     text, mask = text_batch(2)
     null_text, null_mask = torch.zeros(1, *text.shape[1:]), mask[:1]
-    out = sample_euler(straight_path_oracle(a, b), torch.randn_like(a), text, mask, null_text, null_mask,
+    out = sample_euler(StraightPathOracle(a, b), torch.randn_like(a), text, mask, null_text, null_mask,
                        timestep_schedule(5, shift=3.0), guidance)  # fmt: skip
     torch.testing.assert_close(out, b + guidance * (a - b), atol=1e-4, rtol=1e-4)
 

@@ -5,12 +5,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from videodit.data.config import SyntheticConfig
+from videodit.data.config import Bucket, SyntheticConfig
 from videodit.data.synthetic import (
-    CAPTION_TEMPLATES, COLOURS, DIRECTIONS, MANIFEST_COLUMNS, SHAPES, SIZES,
+    CAPTION_TEMPLATES, COLOURS, DIRECTIONS, MANIFEST_COLUMNS, SHAPES, SHAPES_DOMAIN, SIZES,
     generate_shapes_dataset, render_clip,
 )  # fmt: skip
 from videodit.data.video_io import RGBConverter, decode_video, open_video
+from videodit.evaluation.attributes import read_attributes
 
 
 def _rgb_frames(container, path) -> list[np.ndarray]:
@@ -67,7 +68,8 @@ def test_default_dataset_covers_every_combination_and_is_reproducible(tmp_path):
     rows = list(csv.DictReader(captions.open()))
     assert tuple(rows[0].keys()) == MANIFEST_COLUMNS
     combos = Counter((r["shape"], r["colour"], r["size"], r["direction"]) for r in rows)
-    assert len(combos) == 3 * 7 * 2 * 4 == len(rows)
+    assert len(combos) == 3 * 7 * 2 * 4 - 16 == len(rows)  # every combination but the 16 held out for evaluation
+    assert not set(combos) & set(SHAPES_DOMAIN.held_out_combinations)
     # At least five phrasings are in use, and each caption names its own colour and shape.
     assert len({r["caption"].split()[0] + str(len(r["caption"].split())) for r in rows}) >= 5
     assert len(CAPTION_TEMPLATES) >= 5
@@ -97,3 +99,20 @@ def test_max_clips_takes_a_seeded_sample(tmp_path):
     rows = list(csv.DictReader(captions.open()))
     assert len(rows) == 24
     assert len({r["colour"] for r in rows}) >= 5 and len({r["shape"] for r in rows}) == 3
+
+
+@pytest.mark.parametrize(("height", "width"), [(48, 24), (24, 48)])
+def test_the_evaluator_reads_every_attribute_back_from_portrait_and_landscape_clips(height, width):
+    config = SyntheticConfig(n_frames=9, height=height, width=width)
+    for shape, size, direction in itertools.product(SHAPES, SIZES, DIRECTIONS):
+        frames = render_clip(shape, "red", size, direction, config, np.random.default_rng(0))
+        read = read_attributes(frames, SHAPES_DOMAIN)
+        assert (read.shape, read.colour, read.size, read.direction) == (shape, "red", size, direction), (height, width)
+
+
+def test_the_built_in_set_fills_every_clip_bucket(tmp_path):
+    buckets = (Bucket(32, 32, 9), Bucket(32, 32, 5), Bucket(24, 48, 9), Bucket(48, 24, 5), Bucket(32, 32, 1))
+    config = SyntheticConfig(n_frames=9, height=32, width=32, max_clips=3, buckets=buckets, clips_per_other_bucket=2)
+    rows = list(csv.DictReader(generate_shapes_dataset(tmp_path, config, progress=False).open()))
+    shapes = Counter((int(r["n_frames"]), int(r["height"]), int(r["width"])) for r in rows)
+    assert shapes == {(9, 32, 32): 3, (5, 32, 32): 2, (9, 24, 48): 2, (5, 48, 24): 2}  # no 1-frame clips: images reuse clips

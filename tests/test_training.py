@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import json
 import subprocess
 import sys
 
@@ -12,14 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from videodit.data.config import SyntheticConfig
-from videodit.data.shards import ShardWriter
+from videodit.data.shards import BUCKETS_FILE, ShardWriter, read_checksums
 from videodit.data.synthetic import COLOURS, DIRECTIONS, SHAPES, caption_for, render_clip
 from videodit.evaluation.image_quality import psnr
 from videodit.models.rectified_flow import rectified_flow_loss
 from videodit.models.vae import VideoVAE
 from videodit.sampling import SamplerConfig, to_uint8_videos
 from videodit.config import VAETrainConfig, load_preset
-from videodit.training.datamodule import ClipDataModule, LatentDataModule, ResumableBatchSampler
+from videodit.training.datamodule import BatchGroup, BucketBatchSampler, ClipDataModule, LatentDataModule
 from videodit.training.dit_module import DiTModule, train_dit
 from videodit.training.ema import update_ema
 from videodit.training.latents import encode_latents
@@ -51,6 +52,37 @@ def latents_dir(shards_root, tmp_path_factory):
     return encode_latents(shards_root, VideoVAE(load_preset("tiny").vae), tmp_path_factory.mktemp("latents"))
 
 
+# Clips per clip bucket of the tiny table (train, val); 5x24x48 and 5x48x24 have none, as curation may leave them.
+BUCKET_CLIPS = {"9x32x32": (8, 2), "5x32x32": (4, 0), "9x24x48": (4, 1), "9x48x24": (3, 0)}
+
+
+@pytest.fixture(scope="module")
+def bucketed_shards(tmp_path_factory):
+    """Shards of several buckets of the tiny table, with the `buckets.json` curation writes (default 9x32x32)."""
+    root = tmp_path_factory.mktemp("bucketed_shards")
+    writer, i = ShardWriter(root, clips_per_shard=4), 0
+    combos = itertools.cycle(itertools.product(SHAPES, COLOURS, DIRECTIONS))
+    for name, (n_train, n_val) in BUCKET_CLIPS.items():
+        frames, height, width = map(int, name.split("x"))
+        config = SyntheticConfig(n_frames=frames, height=height, width=width)
+        for split, (shape, colour, direction) in zip(["train"] * n_train + ["val"] * n_val, combos):
+            rng = np.random.default_rng(i)
+            writer.add(render_clip(shape, colour, "large", direction, config, rng), {
+                "clip_id": f"clip{i:03d}", "caption": caption_for(shape, colour, "large", direction, rng), "split": split,
+                "bucket": name, "frames": frames, "height": height, "width": width,
+            })  # fmt: skip
+            i += 1
+    writer.close()
+    (root / BUCKETS_FILE).write_text(json.dumps({"default": "9x32x32"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bucketed_latents(bucketed_shards, tmp_path_factory):
+    torch.manual_seed(0)
+    return encode_latents(bucketed_shards, VideoVAE(load_preset("tiny").vae), tmp_path_factory.mktemp("bucketed_latents"))
+
+
 def tiny(**dit_train_overrides):
     preset = load_preset("tiny")
     preset.dit_train = dataclasses.replace(preset.dit_train, **dit_train_overrides)
@@ -64,30 +96,66 @@ class RecordBatches(L.Callback):
         self.indices = []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.indices.append(batch["index"].tolist())
+        self.indices.append((tuple(batch["latents"].shape), batch["index"].tolist()))
 
 
 def test_batch_stream_is_a_deterministic_resumable_permutation():
-    sampler = ResumableBatchSampler(n_items=10, batch_size=3, seed=1)
+    sampler = BucketBatchSampler([BatchGroup(None, size=10, tokens=1)], batch_size=3, seed=1)
     stream = list(itertools.islice(iter(sampler), 6))
-    epoch0 = [i for batch in stream[:3] for i, _, _ in batch]
+    epoch0 = [i for batch in stream[:3] for _, i, _ in batch]
     assert len(set(epoch0)) == 9  # one epoch: every item at most once, the 10th dropped
-    assert [b[0][0] for b in stream[3:]] != [b[0][0] for b in stream[:3]]  # epoch 1 reshuffles
-    resumed = ResumableBatchSampler(n_items=10, batch_size=3, seed=1, start_batch=4)
+    assert [b[0][1] for b in stream[3:]] != [b[0][1] for b in stream[:3]]  # epoch 1 reshuffles
+    resumed = BucketBatchSampler([BatchGroup(None, size=10, tokens=1)], batch_size=3, seed=1, start_batch=4)
     assert list(itertools.islice(iter(resumed), 2)) == stream[4:6]
-    ranks = [list(itertools.islice(iter(ResumableBatchSampler(10, 2, 1, 0.5, r, 2)), 3)) for r in (0, 1)]
+
+
+GROUPS = [BatchGroup("video", size=40, tokens=48, weight=4.0), BatchGroup("short", size=20, tokens=16),
+          BatchGroup("image", size=60, tokens=16), BatchGroup("rare", size=1, tokens=48)]  # fmt: skip
+
+
+def test_buckets_fill_the_token_budget_in_proportion_to_their_data_and_weight():
+    sampler = BucketBatchSampler(GROUPS, batch_size=4, seed=0)
+    stream = list(itertools.islice(iter(sampler), 3000))
+    assert all(len({name for name, _, _ in batch}) == 1 for batch in stream)  # one bucket per batch
+    sizes = {batch[0][0]: len(batch) for batch in stream}
+    assert sizes == {"video": 4, "short": 12, "image": 12, "rare": 1}  # 4 x 48 tokens, or all a bucket has
+    shares = np.array([40 * 4.0, 20, 60, 1]) / 241
+    drawn = np.array([sum(batch[0][0] == g.name for batch in stream) for g in GROUPS]) / len(stream)
+    np.testing.assert_allclose(drawn, shares, atol=0.03)
+    plan = sampler.plan()
+    assert plan["data/padding_fraction"] == 0 and plan["data/short/budget_fill"] == 1 and plan["data/rare/batch_size"] == 1
+    with pytest.raises(ValueError, match="40 training items cannot fill one batch of 30 x 2 ranks"):
+        BucketBatchSampler(GROUPS, batch_size=30, seed=0, world_size=2)
+
+
+def test_ranks_draw_the_same_bucket_and_disjoint_items_at_every_step():
+    ranks = [list(itertools.islice(iter(BucketBatchSampler(GROUPS, 4, 1, rank, 2)), 200)) for rank in (0, 1)]
+    assert {len(batch) for batch in ranks[0]} == {4, 10, 12}  # "short" fills 10 per rank; "rare" (1 item) waits
     for a, b in zip(*ranks):
-        assert not {i for i, _, _ in a} & {i for i, _, _ in b}  # ranks see disjoint items
-        assert a[0][1] == b[0][1]  # and agree on image vs video batches
+        assert a[0][0] == b[0][0]  # the same bucket, so the same shape on every rank
+        assert not {i for _, i, _ in a} & {i for _, i, _ in b}  # and disjoint items
 
 
-def test_clip_datamodule_mixes_images_into_video_batches(shards_root):
-    data = ClipDataModule(shards_root, batch_size=2, seed=0, image_fraction=0.5, clip_frames=5, crop_size=16)
+def test_clip_datamodule_trains_on_every_bucket_and_frames_of_clips_as_images(bucketed_shards):
+    data = ClipDataModule(bucketed_shards, batch_size=2, seed=0, buckets=load_preset("tiny").buckets, clip_frames=5, crop_size=16)
+    data.setup()
+    shapes = {tuple(b["video"].shape) for b in itertools.islice(data.train_dataloader(), 60)}
+    # 9x32x32 and 5x32x32 are cut to the same 5x16x16 windows; 2 x 5 frames of 16x16 is the budget of every batch
+    assert shapes == {(2, 3, 5, 16, 16), (10, 3, 1, 16, 16)}
+    assert data.plan["data/1x32x32/batch_size"] == 10 and data.plan["data/padding_fraction"] == 0
+    images = data.train_data.buckets["1x32x32"]
+    assert len(images) == 12  # the train clips of both 32x32 buckets
+    val = next(iter(data.val_dataloader()))["video"]
+    assert val.shape == (2, 3, 9, 32, 32) and -1 <= val.min() and val.max() <= 1  # the default bucket, whole
+
+
+def test_clip_datamodule_without_buckets_reads_every_clip_at_the_batch_size(shards_root):
+    data = ClipDataModule(shards_root, batch_size=2, seed=0, clip_frames=5, crop_size=16)
     data.setup()
     shapes = {tuple(b["video"].shape) for b in itertools.islice(data.train_dataloader(), 12)}
-    assert shapes == {(2, 3, 1, 16, 16), (2, 3, 5, 16, 16)}
+    assert shapes == {(2, 3, 5, 16, 16)}
     val = next(iter(data.val_dataloader()))["video"]
-    assert val.shape == (2, 3, 8, 32, 32) and -1 <= val.min() and val.max() <= 1
+    assert val.shape == (2, 3, 8, 32, 32)
 
 
 def test_vae_training_raises_reconstruction_psnr(shards_root, tmp_path, one_torch_thread):
@@ -131,9 +199,27 @@ def test_encode_latents_writes_normalisable_latents_and_captions(latents_dir):
     assert train["null_mask"].sum() == 2
     data = LatentDataModule(latents_dir, batch_size=4)
     data.setup()
-    normalised = data.train_data.latents
+    normalised = data.train_data.default.latents
     assert normalised.mean().abs() < 1e-4 and normalised.std().item() == pytest.approx(1.0, abs=1e-3)
     assert len(data.val_data) == 4
+
+
+def test_encode_latents_writes_one_file_per_split_and_bucket_and_images_are_first_latent_frames(bucketed_latents):
+    assert set(read_checksums(bucketed_latents)) == {
+        "train.safetensors", "val.safetensors", "train-5x32x32.safetensors", "train-9x24x48.safetensors",
+        "val-9x24x48.safetensors", "train-9x48x24.safetensors"}  # fmt: skip
+    assert load_file(str(bucketed_latents / "train-9x24x48.safetensors"))["latents"].shape == (4, 4, 3, 3, 6)
+    data = LatentDataModule(bucketed_latents, batch_size=4, buckets=load_preset("tiny").buckets)
+    data.setup()
+    buckets = data.train_data.buckets
+    assert list(buckets) == ["9x32x32", "5x32x32", "9x24x48", "9x48x24", "1x32x32"]
+    first_frames = torch.cat([buckets[b].latents[:, :, :1] for b in ("9x32x32", "5x32x32")])
+    torch.testing.assert_close(buckets["1x32x32"].latents, first_frames, atol=0, rtol=0)
+    normalised = torch.cat([buckets[b].latents.flatten() for b in BUCKET_CLIPS if b in buckets])
+    assert normalised.mean().abs() < 1e-4 and normalised.std().item() == pytest.approx(1.0, abs=1e-3)  # one shift/scale
+    assert len(data.val_data) == 2  # the default bucket's
+    shapes = {tuple(b["latents"].shape) for b in itertools.islice(data.train_dataloader(), 60)}
+    assert shapes == {(4, 4, 3, 4, 4), (4, 4, 2, 4, 4), (3, 4, 3, 3, 6), (3, 4, 3, 6, 3), (12, 4, 1, 4, 4)}
 
 
 DIT_STEPS = 30
@@ -149,7 +235,7 @@ def fixed_noise_loss(dit, latents_dir, draws: int = 8) -> float:
     two models are compared on the same points of the same paths (a single batch's loss is too noisy to compare)."""
     data = LatentDataModule(latents_dir, batch_size=4)
     data.setup()
-    train, generator = data.train_data, torch.Generator().manual_seed(0)
+    train, generator = data.train_data.default, torch.Generator().manual_seed(0)
     losses = [rectified_flow_loss(dit, train.latents, train.text, train.text_mask, generator=generator).item()
               for _ in range(draws)]  # fmt: skip
     return float(np.mean(losses))
@@ -157,7 +243,7 @@ def fixed_noise_loss(dit, latents_dir, draws: int = 8) -> float:
 
 def test_dit_trains_generates_and_reloads_from_checkpoint(latents_dir, tmp_path, one_torch_thread):
     vae = VideoVAE(load_preset("tiny").vae)
-    preset = tiny(max_steps=DIT_STEPS, image_fraction=0.3)
+    preset = tiny(max_steps=DIT_STEPS)
     module = train_dit(latents_dir, vae, preset, tmp_path)
     assert module.trainer.global_step == DIT_STEPS and "val/loss" in module.trainer.callback_metrics
     untrained = DiTModule(preset.dit, preset.dit_train, vae.config).dit
@@ -167,7 +253,7 @@ def test_dit_trains_generates_and_reloads_from_checkpoint(latents_dir, tmp_path,
     assert module.sampler == preset.sampler  # the preset's: the default of previews, recorded in the checkpoint
     sampler = SamplerConfig(steps=3, guidance=4.0)
     videos = module.generate(prompts, 3, sampler)
-    assert videos.dtype == np.uint8 and videos.shape == (2, 8, 32, 32, 3)
+    assert videos.dtype == np.uint8 and videos.shape == (2, preset.frames, 32, 32, 3)
     torch.testing.assert_close(videos, module.generate(prompts, [3, 4], sampler), atol=0, rtol=0)  # s -> s, s + 1
     alone = module.generate(prompts[1:], 4, sampler)  # a prompt's noise comes from its own seed, not its batch
     assert np.abs(alone[0].astype(np.int16) - videos[1]).max() <= 1
@@ -232,13 +318,13 @@ def test_dit_trains_under_bf16_mixed_with_gradient_clipping(latents_dir, tmp_pat
     assert module.trainer.global_step == 2 and torch.isfinite(module.trainer.callback_metrics["train/loss"])
 
 
-def test_resume_continues_at_the_same_step_and_data_position(latents_dir, tmp_path, one_torch_thread):
-    preset = tiny(max_steps=6, checkpoint_every_steps=3, val_every_steps=100, image_fraction=0.3)
+def test_resume_continues_at_the_same_step_and_data_position(bucketed_latents, tmp_path, one_torch_thread):
+    preset = tiny(max_steps=6, checkpoint_every_steps=3, val_every_steps=100)
     vae = VideoVAE(preset.vae)
     straight = RecordBatches()
-    first = run_dit(latents_dir, vae, preset, tmp_path / "a", callbacks=[straight])
+    first = run_dit(bucketed_latents, vae, preset, tmp_path / "a", callbacks=[straight])
     assert first.global_step == 6 and len(straight.indices) == 6
-
+    assert len({shape for shape, _ in straight.indices[3:]}) > 1  # the resumed part crosses buckets
     checkpoint = tmp_path / "a" / "checkpoints" / "step000003.ckpt"
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["global_step"] == 3 and saved["LatentDataModule"]["batches_consumed"] == 3
@@ -252,9 +338,9 @@ def test_resume_continues_at_the_same_step_and_data_position(latents_dir, tmp_pa
                 torch.testing.assert_close(tensor, saved["state_dict"][f"ema.{name}"], atol=0, rtol=0)
 
     resumed = RecordBatches()
-    second = run_dit(latents_dir, vae, preset, tmp_path / "b", [resumed, CheckRestoredState()], ckpt_path=checkpoint)
+    second = run_dit(bucketed_latents, vae, preset, tmp_path / "b", [resumed, CheckRestoredState()], ckpt_path=checkpoint)
     assert second.global_step == 6
-    assert resumed.indices == straight.indices[3:]  # not a restart from the start of the data
+    assert resumed.indices == straight.indices[3:]  # batch for batch: bucket and items, not a restart of the data
 
 
 def run_dit(latents_dir, vae, preset, out_dir, callbacks, ckpt_path=None) -> L.Trainer:
@@ -265,7 +351,7 @@ def run_dit(latents_dir, vae, preset, out_dir, callbacks, ckpt_path=None) -> L.T
     cfg = preset.dit_train
     L.seed_everything(cfg.seed, verbose=False)
     module = DiTModule(preset.dit, cfg, vae.config, (8, 32, 32), *latent_stats(latents_dir))
-    data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, cfg.image_fraction, cfg.caption_dropout)
+    data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, preset.buckets, cfg.caption_dropout)
     trainer = build_trainer(cfg, out_dir, callbacks=callbacks, block_type=DiTBlock)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return trainer
@@ -288,15 +374,20 @@ torch.set_num_threads(1)  # two ranks on a machine that may have two cores
 
 
 class SaveRankWeights(L.Callback):
+    shapes = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.shapes.append(tuple(batch["latents"].shape))
+
     def on_train_end(self, trainer, module):
         state = {k: v.detach().cpu() for k, v in module.dit.state_dict().items()}
-        torch.save({"state": state, "step": trainer.global_step, "world_size": trainer.world_size},
+        torch.save({"state": state, "step": trainer.global_step, "world_size": trainer.world_size, "shapes": self.shapes},
                    out / f"rank{trainer.global_rank}.pt")
 
 
 preset = load_preset("tiny")
-preset.dit_train = dataclasses.replace(preset.dit_train, max_steps=2, strategy="ddp", devices=2, accelerator="cpu",
-                                       batch_size=2, checkpoint_every_steps=2, val_every_steps=100)
+preset.dit_train = dataclasses.replace(preset.dit_train, max_steps=3, strategy="ddp", devices=2, accelerator="cpu",
+                                       batch_size=2, checkpoint_every_steps=3, val_every_steps=100)
 train_dit(latents_dir, VideoVAE(preset.vae), preset, out, callbacks=[SaveRankWeights()])
 """
 
@@ -309,14 +400,16 @@ def train_under_ddp(latents_dir, out_dir) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
 
 
-def test_ddp_two_cpu_processes_train_and_keep_identical_weights(latents_dir, tmp_path):
+def test_ddp_two_cpu_processes_train_and_keep_identical_weights(bucketed_latents, tmp_path):
     """Real `ddp` (gloo, 2 CPU processes): Lightning re-runs the launching script for rank 1, so under pytest it
-    would re-run pytest; the training runs in a script of its own. Every rank saves its DiT weights after training."""
-    train_under_ddp(latents_dir, tmp_path)
+    would re-run pytest; the training runs in a script of its own. Every rank saves its DiT weights and the shapes
+    of its batches after training."""
+    train_under_ddp(bucketed_latents, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
-    assert [(r["step"], r["world_size"]) for r in ranks] == [(2, 2), (2, 2)]
+    assert [(r["step"], r["world_size"]) for r in ranks] == [(3, 2), (3, 2)]
+    assert ranks[0]["shapes"] == ranks[1]["shapes"] and len(set(ranks[0]["shapes"])) == 3  # same bucket per step
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
-    assert saved["global_step"] == 2 and saved["LatentDataModule"]["batches_consumed"] == 2
+    assert saved["global_step"] == 3 and saved["LatentDataModule"]["batches_consumed"] == 3
     preset = tiny()
     L.seed_everything(preset.dit_train.seed, verbose=False)  # the initialisation train_dit starts from
     initial = DiTModule(preset.dit, preset.dit_train, VideoVAE(preset.vae).config).dit.state_dict()
@@ -324,3 +417,8 @@ def test_ddp_two_cpu_processes_train_and_keep_identical_weights(latents_dir, tmp
     assert len(changed) > len(initial) // 2, changed  # most tensors moved: it trained, not just the zero-init head
     for name, tensor in ranks[0]["state"].items():  # gradients were all-reduced: the ranks hold the same model
         torch.testing.assert_close(ranks[1]["state"][name], tensor, atol=0, rtol=0, msg=name)
+
+
+def test_checkpoints_of_earlier_versions_rebuild_their_train_config():
+    saved = {**dataclasses.asdict(VAETrainConfig(lr=0.5)), "image_fraction": 0.1}  # before the image buckets
+    assert VAETrainConfig.from_saved(saved) == VAETrainConfig(lr=0.5)

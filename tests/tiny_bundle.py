@@ -1,4 +1,5 @@
-"""One tiny exported bundle per test session, shared by test_export.py and test_generation.py (export is ~30 s)."""
+"""One tiny exported bundle per test session, shared by test_export.py and test_generation.py (export is ~30 s),
+and its int8 copy."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from videodit.export import export_bundle, random_models
+from videodit.export import export_bundle, quantize_bundle, random_models
 from videodit.models import MiniLMTextEncoder, SpacetimeDiT, VideoVAE
 from videodit.sampling import SamplerConfig
 from videodit.config import load_preset
@@ -38,3 +39,11 @@ def tiny_bundle() -> TinyBundle:
             "latent_shift": 0.25, "latent_scale": 2.0}  # fmt: skip
     export_bundle(vae, dit, text_encoder, out, SAMPLER, clip, {"model_version": "tiny-test"})
     return TinyBundle(out, vae, dit, text_encoder)
+
+
+@functools.cache
+def tiny_int8_bundle() -> Path:
+    """`quantize_bundle` of the tiny bundle (about a second)."""
+    out = Path(tempfile.mkdtemp(prefix="videodit-tiny-int8-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    return quantize_bundle(tiny_bundle().path, out)

@@ -245,6 +245,8 @@ def generate(args: argparse.Namespace) -> Path:
         "height": videos[0].shape[1],
         "width": videos[0].shape[2],
         "providers": generator.providers,
+        "precision": spec.precision,
+        "session_settings": generator.settings,
         "timings": {
             "load_s": round(loaded - started, 3),
             "generate_s": round(generated - loaded, 3),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from videodit.data.config import CurationConfig, ProbeConfig, SyntheticConfig, ValidationConfig
+from videodit.data.config import Bucket, CurationConfig, ProbeConfig, SyntheticConfig, ValidationConfig, as_buckets
 from videodit.evaluation.model_report import METRICS, EvaluationConfig
 from videodit.models.dit import DiTConfig
 from videodit.models.text_encoder import text_encoder_width
@@ -26,8 +26,13 @@ from videodit.sampling import SamplerConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Section fields that are the clip geometry under another name: set once, at the top level, copied in.
-GEOMETRY = {"synthetic": {"n_frames": "frames", "height": "height", "width": "width", "fps": "fps"},
-            "curation": {"n_frames": "frames", "height": "height", "width": "width", "fps": "fps"}}  # fmt: skip
+GEOMETRY = {"synthetic": {"n_frames": "frames", "height": "height", "width": "width", "fps": "fps", "buckets": "buckets"},
+            "curation": {"n_frames": "frames", "height": "height", "width": "width", "fps": "fps", "buckets": "buckets"}}  # fmt: skip
+
+
+# Fields checkpoints of earlier versions carry: the sampler settings (the preset's `sampler` now) and the joint-image
+# fraction (the bucket table's image buckets now).
+RETIRED_TRAIN_FIELDS = ("sample_steps", "guidance_scale", "image_fraction")
 
 
 @dataclass
@@ -35,13 +40,13 @@ class TrainConfig:
     """What every training run shares."""
 
     max_steps: int = 1000
+    # Items per batch of the default bucket; this many of its items' tokens are every step's budget, so a batch
+    # of another bucket holds as many items as fit in it (datamodule.py: BucketBatchSampler).
     batch_size: int = 8
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    # Joint image+video training: this fraction of batches holds single frames (T = 1) instead of clips.
-    image_fraction: float = 0.1
     seed: int = 0
     # "auto": bf16-mixed on CUDA; on CPU bf16-mixed only if cpu_bf16 and the CPU has native bf16 (AVX512-BF16/AMX),
     # since on AVX2-only CPUs bf16 autocast is several times slower than fp32. Or any Lightning precision string.
@@ -57,12 +62,15 @@ class TrainConfig:
     val_batches: int = 4
     checkpoint_every_steps: int = 500
 
+    @classmethod
+    def from_saved(cls, saved: dict):
+        """Rebuild from a checkpoint's hyperparameters, dropping the fields older versions had."""
+        return cls(**{k: v for k, v in saved.items() if k not in RETIRED_TRAIN_FIELDS})
+
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "devices", "log_every_steps", "val_every_steps", "checkpoint_every_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
-        if not 0.0 <= self.image_fraction < 1.0:
-            raise ValueError(f"image_fraction={self.image_fraction} must lie in [0, 1)")
 
 
 @dataclass
@@ -92,13 +100,16 @@ class DiTTrainConfig(TrainConfig):
 
 @dataclass
 class ProjectConfig:
-    """One project's configuration: the clip geometry (frames, height, width, fps) and a section per stage."""
+    """One project's configuration: the clip geometry (frames, height, width, fps), the bucket table and a section
+    per stage. frames × height × width is the default generation size, one of the buckets."""
 
     name: str
     frames: int
     height: int
     width: int
     fps: int
+    # The shapes the data is curated into and the models train on; empty: the default size alone.
+    buckets: tuple[Bucket, ...] = ()
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -111,6 +122,7 @@ class ProjectConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self):
+        self.buckets = as_buckets(self.buckets) or (Bucket(self.height, self.width, self.frames),)
         for section, copies in GEOMETRY.items():  # the geometry has one owner: the top-level fields
             value = getattr(self, section)
             setattr(self, section, replace(value, **{f: type(getattr(value, f))(getattr(self, top)) for f, top in copies.items()}))
@@ -118,6 +130,10 @@ class ProjectConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def default_bucket(self) -> Bucket:
+        return next(b for b in self.buckets if (b.frames, b.height, b.width) == (self.frames, self.height, self.width))
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> ProjectConfig:
@@ -177,18 +193,38 @@ def check_config(cfg: ProjectConfig) -> None:
         multiple = cfg.vae.spatial_compression * patch
         if size % multiple:
             errors.append(f"{name}={size} must be a multiple of vae.spatial_compression × dit.patch_size = {multiple}")
+    errors += _bucket_errors(cfg)
     crop = cfg.vae_train.crop_size
     if crop and (crop % cfg.vae.spatial_compression or crop > min(cfg.height, cfg.width)):
         errors.append(f"vae_train.crop_size={crop} must be a multiple of {cfg.vae.spatial_compression} and fit in {cfg.height}×{cfg.width}")
     if cfg.vae_train.clip_frames > cfg.frames:
         errors.append(f"vae_train.clip_frames={cfg.vae_train.clip_frames} is longer than the clips (frames={cfg.frames})")
-    latent_frames = 1 + -(-(cfg.frames - 1) // cfg.vae.temporal_compression)
-    if latent_frames % cfg.dit.patch_size[0]:
-        errors.append(f"frames={cfg.frames} make {latent_frames} latent frames, not a multiple of dit.patch_size[0]={cfg.dit.patch_size[0]}")
     if cfg.evaluation.primary_metric not in METRICS:
         errors.append(f"evaluation.primary_metric={cfg.evaluation.primary_metric!r} is not one of {', '.join(METRICS)}")
     if errors:
         raise ValueError(f"config {cfg.name!r} is inconsistent: " + "; ".join(errors))
+
+
+def _bucket_errors(cfg: ProjectConfig) -> list[str]:
+    """Each entry of the table must code to whole latent patches, and the default size must be one of them."""
+    errors = []
+    patch_t, patch_h, patch_w = cfg.dit.patch_size
+    r = cfg.vae.temporal_compression
+    for i, b in enumerate(cfg.buckets):
+        entry = f"buckets[{i}] ({b.frames}×{b.height}×{b.width})"
+        for name, size, patch in (("height", b.height, patch_h), ("width", b.width, patch_w)):
+            multiple = cfg.vae.spatial_compression * patch
+            if size <= 0 or size % multiple:
+                errors.append(f"{entry}: {name}={size} must be a multiple of vae.spatial_compression × dit.patch_size = {multiple}")
+        if b.frames < 1 or (b.frames - 1) % r:
+            errors.append(f"{entry}: frames={b.frames} must be 1 + {r}·k (vae.temporal_compression={r}), e.g. {1 + r * max(1, round((b.frames - 1) / r))}")
+        elif (1 + (b.frames - 1) // r) % patch_t:
+            errors.append(f"{entry}: frames={b.frames} make {1 + (b.frames - 1) // r} latent frames, not a multiple of dit.patch_size[0]={patch_t}")
+        if not b.weight > 0:
+            errors.append(f"{entry}: weight={b.weight} must be positive")
+    if not any((b.frames, b.height, b.width) == (cfg.frames, cfg.height, cfg.width) for b in cfg.buckets):
+        errors.append(f"the default size frames×height×width = {cfg.frames}×{cfg.height}×{cfg.width} is not one of the buckets")
+    return errors
 
 
 def preset_names() -> list[str]:

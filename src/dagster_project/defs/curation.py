@@ -22,7 +22,7 @@ class CurationSettingsConfig(Config):
 
 @asset(group_name="curation", code_version="2", deps=[validated_clips, video_metadata], kinds={"safetensors"})
 def training_clips(config: CurationSettingsConfig, workspace: Workspace) -> MaterializeResult:
-    """Accepted clips resampled, resized and centre-cropped to the preset's training shape, in shards."""
+    """Accepted clips resampled, resized and centre-cropped to their buckets' shapes, in shards of one bucket each."""
     curation = workspace.config(overrides(config, ["curation"])).curation
     accepted = pd.read_parquet(workspace.artifacts("validated_clips") / "accepted.parquet")
     out_dir = workspace.artifacts("training_clips")
@@ -35,7 +35,8 @@ def training_clips(config: CurationSettingsConfig, workspace: Workspace) -> Mate
             "train_clips": int(counts.get("train", 0)),
             "val_clips": int(counts.get("val", 0)),
             "shards": int(index["shard"].nunique()),
-            "clip_shape": f"{curation.n_frames}×{curation.height}×{curation.width}×3 @ {curation.fps} fps",
+            "clips_per_bucket": MetadataValue.json({str(k): int(v) for k, v in index["bucket"].value_counts().items()}),
+            "default_bucket": f"{curation.default_bucket} (frames×height×width) @ {curation.fps} fps",
             "path": MetadataValue.path(str(out_dir)),
         }
     )

@@ -19,6 +19,8 @@ from dagster_project.reporting import log_video_samples
 from dagster_project.config import EvaluationSection, SamplerSection, overrides
 from dagster_project.defs.resources import MLflowTracking, TrackedRun, Workspace
 from videodit.data.synthetic import SHAPES_DOMAIN
+from videodit.evaluation.confusion import confusion_sheet
+from videodit.evaluation.contact_sheet import png_data_uri
 from videodit.evaluation.model_report import LOWER_IS_BETTER, EvaluationConfig, evaluate_pipeline
 from videodit.sampling import SamplerConfig
 from videodit.tracking.registry import (
@@ -29,6 +31,7 @@ from videodit.training.dit_module import DiTModule
 from videodit.training.runs import registered_checkpoint
 
 REPORT_FILE = "evaluation.json"
+CONFUSION_FILE = "confusion_unseen.png"  # asked vs drawn, per attribute, on the unseen split
 EVALUATION_HEADING = "\n\nEvaluation:\n"  # a model card's scores follow it, up to the card's end
 # The registry is a network service when MLflow runs as a server: a blip deserves a retry.
 REGISTRY_RETRY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL)
@@ -87,11 +90,16 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
             run.client.set_registered_model_alias(VAE_MODEL, CHAMPION, pointer["vae_version"])
         context.log.info(decision.reason)
         out_dir = workspace.artifacts("model_evaluation")
-        per_clip = pd.DataFrame(samples["per_clip"])
+        splits = samples["splits"]
+        per_clip = pd.concat([pd.DataFrame(split["per_clip"]).assign(split=name, prompt=split["prompts"]) for name, split in splits.items()])
         per_clip.to_csv(out_dir / "prompt_adherence.csv", index=False)
         run.client.log_artifact(run.run_id, str(out_dir / "prompt_adherence.csv"), "evaluation")
-        shown = min(8, len(samples["generated"]))
-        sheet = log_video_samples(run, samples["generated"][:shown], samples["prompts"][:shown], "evaluation", preset.fps, out_dir)
+        unseen = splits["unseen"]
+        shown = min(8, len(unseen["generated"]))
+        sheet = log_video_samples(run, unseen["generated"][:shown], unseen["prompts"][:shown], "evaluation", preset.fps, out_dir)
+        confusion = confusion_sheet(unseen["per_clip"], SHAPES_DOMAIN)
+        confusion.save(out_dir / CONFUSION_FILE)
+        run.client.log_artifact(run.run_id, str(out_dir / CONFUSION_FILE), "evaluation")
         report = {"metrics": metrics, "decision": decision.__dict__, "dit_version": pointer["version"], "min_overall": settings.min_overall}
         (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return MaterializeResult(
@@ -104,6 +112,7 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
             "promoted": decision.promoted,
             "decision": decision.reason,
             "generated": sheet,
+            "confusion_unseen": MetadataValue.md(f"![confusion, unseen split]({png_data_uri(confusion)})"),
         }
     )
 

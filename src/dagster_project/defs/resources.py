@@ -175,7 +175,7 @@ class MLflowTracking(ConfigurableResource):
             raise Failure(description=str(exc), allow_retries=False) from exc
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        return MlflowClient(uri)
+        return MlflowClient(uri, registry_uri=uri)
 
     @contextmanager
     def asset_run(self, context: AssetExecutionContext, workspace: Workspace) -> Iterator[TrackedRun]:

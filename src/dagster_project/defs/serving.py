@@ -54,7 +54,8 @@ def _champion_checkpoint(workspace: Workspace, version) -> Path:
 
 @asset(group_name="serving", code_version=code_version(export_pipeline.__module__, OnnxBundleModel.__module__), deps=[registered_model], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})
 def onnx_models(context: AssetExecutionContext, config: OnnxModelsConfig, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
-    """The champion's text encoder, DiT step and VAE decoder as ONNX, parity-checked, registered as `videodit-onnx`."""
+    """The champion's text encoder, caption conditioning, DiT step and VAE decoder as ONNX, parity-checked,
+    registered as `videodit-onnx`."""
     with mlflow_tracking.asset_run(context, workspace) as run:
         champion = alias_version(run.client, DIT_MODEL, CHAMPION)
         if champion is None:
@@ -148,6 +149,8 @@ def generated_videos(context: AssetExecutionContext, config: GenerationSettings,
         "model": f"{ONNX_MODEL} v{bundle['version']}",
         "source_versions": generator.spec.source_versions,
         "provider": generator.providers[0],
+        "precision": generator.spec.precision,
+        "session_settings": generator.settings,
         "seconds_total": round(seconds, 3),
         "seconds_per_video": round(seconds / len(videos), 3),
     }

@@ -28,7 +28,7 @@ from videodit.files import write_text_atomically
 from videodit.tracking.registry import fingerprint, register_version
 from videodit.tracking.source import code_version
 from videodit.training.dit_module import train_dit
-from videodit.training.latents import encode_latents, latent_stats
+from videodit.training.latents import encode_latents, latent_files, latent_stats
 from videodit.training.registered import GenerationPipeline, Reconstructor, log_model
 from videodit.training.runs import TrainedModel, Train, train_or_reuse
 from videodit.training.vae_module import VAEModule, train_vae
@@ -136,14 +136,19 @@ def video_latents(context: AssetExecutionContext, workspace: Workspace) -> Mater
     out_dir = workspace.artifacts("video_latents")
     with failing_on_corrupt_shards("training_clips"):
         encode_latents(workspace.artifacts("training_clips"), vae, out_dir)
-    with safe_open(str(out_dir / "train.safetensors"), framework="pt") as f:
-        shape = f.get_slice("latents").get_shape()
+    shapes = {}  # per bucket, the default first
+    for path in latent_files(out_dir, "train"):
+        with safe_open(str(path), framework="pt") as f:
+            shapes[f.metadata()["bucket"] or path.stem] = f.get_slice("latents").get_shape()
+    shape = next(iter(shapes.values()))
     shift, scale = latent_stats(out_dir)
-    context.log.info(f"encoded {shape[0]} training clips to latents of shape {shape[1:]}")
+    context.log.info(f"encoded {sum(s[0] for s in shapes.values())} training clips in {len(shapes)} bucket(s); "
+                     f"the default bucket's latents have shape {shape[1:]}")
     return MaterializeResult(
         data_version=DataVersion(fingerprint(vae=pointer["fingerprint"], data=data_hash(workspace), code=_code_version(context))),
         metadata={
-            "train_clips": shape[0],
+            "train_clips": sum(s[0] for s in shapes.values()),
+            "train_clips_per_bucket": MetadataValue.json({bucket: s[0] for bucket, s in shapes.items()}),
             "latent_shape": str(tuple(shape[1:])),
             "latent_shift": shift,
             "latent_scale": scale,

@@ -1,9 +1,11 @@
 """Training clips on disk: safetensors shards of uint8 video plus a parquet index with captions and splits.
 
 Layout of a shard folder:
-    index.parquet            one row per clip: clip_id, caption, split, shard, row, sha256, source path, attributes
-    shards/<name>.safetensors   tensor "frames": uint8 [N, T, H, W, 3]
+    index.parquet            one row per clip: clip_id, caption, split, shard, row, sha256, source path, attributes,
+                             and (training clips) bucket, frames, height, width, crop
+    shards/<name>.safetensors   tensor "frames": uint8 [N, T, H, W, 3], one clip shape (bucket) per shard
     checksums.json           sha256 of every shard file, checked (once per process) when a shard is first read
+    buckets.json             (training clips) the default bucket and the clips of each bucket
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from videodit.files import replaced_atomically, write_text_atomically
 
 INDEX_FILE = "index.parquet"
 CHECKSUMS_FILE = "checksums.json"
+BUCKETS_FILE = "buckets.json"
 SHARD_DIR = "shards"
 MAX_SHARD_BYTES = 64 << 20  # memory while curating is about one shard, whatever the clip size
 
@@ -73,40 +76,41 @@ def verify_file(path: Path, checksums: dict[str, str]) -> Path:
 
 
 class ShardWriter:
-    """Buffers clips and writes a shard every `clips_per_shard` clips; `close()` writes the index."""
+    """Buffers clips by shape and writes a shard of one shape every `clips_per_shard` clips; `close()` writes the index."""
 
     def __init__(self, root: Path, clips_per_shard: int, max_shard_bytes: int = MAX_SHARD_BYTES):
         self.root = Path(root)
         (self.root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         self.clips_per_shard, self.max_shard_bytes = clips_per_shard, max_shard_bytes
-        self._buffer: np.ndarray | None = None  # one preallocated shard: clips are copied in once, never stacked
-        self._rows: list[dict] = []
+        # Per clip shape, one preallocated shard and its rows: clips are copied in once, never stacked.
+        self._buffers: dict[tuple, tuple[np.ndarray, list[dict]]] = {}
         self._index: list[dict] = []
         self._checksums: dict[str, str] = {}
 
     def add(self, frames: np.ndarray, row: dict) -> None:
-        if self._buffer is None:
+        if frames.shape not in self._buffers:
             per_shard = min(self.clips_per_shard, max(1, self.max_shard_bytes // frames.nbytes))
-            self._buffer = np.empty((per_shard, *frames.shape), dtype=frames.dtype)
-        if frames.shape != self._buffer.shape[1:]:
-            raise ValueError(f"clip {row.get('path', '?')} has shape {frames.shape}, the shard holds {self._buffer.shape[1:]}")
-        self._buffer[len(self._rows)] = frames
-        self._rows.append(row)
-        if len(self._rows) == len(self._buffer):
-            self._flush()
+            self._buffers[frames.shape] = (np.empty((per_shard, *frames.shape), dtype=frames.dtype), [])
+        buffer, rows = self._buffers[frames.shape]
+        buffer[len(rows)] = frames
+        rows.append(row)
+        if len(rows) == len(buffer):
+            self._flush(frames.shape)
 
-    def _flush(self) -> None:
-        if not self._rows:
+    def _flush(self, shape: tuple) -> None:
+        buffer, rows = self._buffers[shape]
+        if not rows:
             return
         name = f"{len(self._checksums):05d}.safetensors"
         path = self.root / SHARD_DIR / name
-        save_file({"frames": self._buffer[: len(self._rows)]}, str(path))
+        save_file({"frames": buffer[: len(rows)]}, str(path))
         self._checksums[name] = file_sha256(path)
-        self._index += [{**row, "shard": name, "row": i} for i, row in enumerate(self._rows)]
-        self._rows = []
+        self._index += [{**row, "shard": name, "row": i} for i, row in enumerate(rows)]
+        rows.clear()
 
     def close(self) -> pd.DataFrame:
-        self._flush()
+        for shape in self._buffers:
+            self._flush(shape)
         index = pd.DataFrame(self._index)
         with replaced_atomically(self.root / INDEX_FILE) as tmp:
             index.to_parquet(tmp, index=False)
@@ -117,6 +121,9 @@ class ShardWriter:
 @dataclass
 class ClipShards:
     """Read side of a shard folder. `frames(shard, row)` returns one clip as uint8 [T, H, W, 3].
+
+    `split(name)` holds the default bucket's clips where the folder records one (`buckets.json`): the one shape
+    evaluation reads; `split(name, bucket)` another bucket's, and `bucket_splits(name)` every bucket's (training).
 
     Every shard is checked against its recorded sha256 before its first read: a changed byte is a
     ShardChecksumError naming the shard, never a clip trained on or an unnamed safetensors error.
@@ -131,6 +138,8 @@ class ClipShards:
             raise FileNotFoundError(f"no training clips at {self.root}: {INDEX_FILE} is missing")
         self.index = pd.read_parquet(index_path)
         self.checksums = read_checksums(self.root)
+        buckets = self.root / BUCKETS_FILE
+        self.default_bucket = json.loads(buckets.read_text())["default"] if buckets.is_file() else None
 
     def shard_path(self, shard: str) -> Path:
         return verify_file(self.root / SHARD_DIR / shard, self.checksums)
@@ -140,8 +149,19 @@ class ClipShards:
         for name in self.checksums:
             self.shard_path(name)
 
-    def split(self, name: str) -> pd.DataFrame:
-        return self.index[self.index["split"] == name].reset_index(drop=True)
+    def split(self, name: str, bucket: str | None = None) -> pd.DataFrame:
+        rows = self.index["split"] == name
+        if bucket or self.default_bucket:
+            rows &= self.index["bucket"] == (bucket or self.default_bucket)
+        return self.index[rows].reset_index(drop=True)
+
+    def bucket_splits(self, name: str) -> dict[str | None, pd.DataFrame]:
+        """Every bucket's clips of split `name`, the default bucket first; one entry, None, without buckets."""
+        if self.default_bucket is None:
+            return {None: self.split(name)}
+        rows = self.index[self.index["split"] == name]
+        names = sorted(set(rows["bucket"]), key=lambda b: (b != self.default_bucket, b))
+        return {b: rows[rows["bucket"] == b].reset_index(drop=True) for b in names}
 
     def frames(self, shard: str, row: int) -> np.ndarray:
         # Slicing reads one clip from disk, so memory does not grow with the shard size.

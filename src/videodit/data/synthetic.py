@@ -1,21 +1,22 @@
 """The built-in dataset: captioned clips of one coloured shape moving on black, generated from a seed.
 
-Every combination of shape × colour × size × direction appears `clips_per_combination` times, so a
-model trained on it can be checked for prompt adherence attribute by attribute.
+Every combination of shape × colour × size × direction appears `clips_per_combination` times at the default
+size, so a model trained on it can be checked for prompt adherence attribute by attribute; each other clip
+bucket (landscape, portrait, other durations) gets `clips_per_other_bucket` seeded combinations, the shapes
+crossing that frame's own width or height. The manifest records each clip's geometry.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from videodit.data.config import SyntheticConfig
+from videodit.data.config import SyntheticConfig, video_buckets
 from videodit.data.video_io import write_mp4
 from videodit.domain import Domain
 
@@ -47,10 +48,24 @@ CAPTION_TEMPLATES = (
     "video of a {size} {colour} {shape} going {direction} across a black screen",
 )
 TOWARDS = {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}
+# Held out of training for the unseen split of evaluation (the one promotion uses): 16 of the 168 combinations
+# (~10%), chosen so that every shape, colour, size and direction is among them and still trained in others,
+# and phrasings no training caption uses: their own sentence patterns and synonyms.
+HELD_OUT_COMBINATIONS = tuple(
+    (SHAPES[k % 3], tuple(COLOURS)[k % 7], tuple(SIZES)[k % 2], tuple(DIRECTIONS)[(k // 2) % 4]) for k in range(16)
+)
+HELD_OUT_TEMPLATES = (
+    "a {colour} {shape}, {size}, drifting {direction}",
+    "footage of one {size} {colour} {shape} gliding {direction}",
+    "watch the {colour} {shape} of {size} size travel {direction}",
+)
+HELD_OUT_SYNONYMS = {"disc": "circle", "crimson": "red", "tiny": "small", "big": "large",
+                     "leftward": "left", "rightward": "right", "upward": "up", "downward": "down"}  # fmt: skip
 # The set's vocabulary as evaluation reads it; its synonyms are the TOWARDS words that are not a direction's name.
 SHAPES_DOMAIN = Domain(
     shapes=SHAPES, colours=COLOURS, sizes=SIZES, directions=DIRECTIONS,
     prompt_template=CAPTION_TEMPLATES[0], synonyms={"upwards": "up", "downwards": "down"},
+    held_out_combinations=HELD_OUT_COMBINATIONS, held_out_templates=HELD_OUT_TEMPLATES, held_out_synonyms=HELD_OUT_SYNONYMS,
 )  # fmt: skip
 
 MANIFEST_COLUMNS = (
@@ -132,22 +147,29 @@ def generate_shapes_dataset(out_dir: Path, config: SyntheticConfig, progress: bo
     Each clip has its own seed derived from `config.seed` and its index, so any one clip can be rebuilt.
     """
     out_dir = Path(out_dir)
-    combos = list(itertools.product(SHAPES, COLOURS, SIZES, DIRECTIONS)) * config.clips_per_combination
+    trained = SHAPES_DOMAIN.trained_combinations()  # none of the held-out ones
+    combos = trained * config.clips_per_combination
     if config.max_clips is not None and config.max_clips < len(combos):
         keep = np.random.default_rng(config.seed).permutation(len(combos))[: config.max_clips]
         combos = [combos[i] for i in sorted(keep)]
+    clips = [(combo, config) for combo in combos]
+    default = (config.n_frames, config.height, config.width)
+    for i, bucket in enumerate(b for b in video_buckets(config.buckets) if (b.frames, b.height, b.width) != default):
+        sample = np.random.default_rng([config.seed, i]).permutation(len(trained))[: config.clips_per_other_bucket]
+        geometry = replace(config, n_frames=bucket.frames, height=bucket.height, width=bucket.width)
+        clips += [(trained[j], geometry) for j in sorted(sample)]
     rows = []
-    for index, (shape, colour, size, direction) in enumerate(tqdm(combos, desc="shapes", disable=not progress)):
+    for index, ((shape, colour, size, direction), geometry) in enumerate(tqdm(clips, desc="shapes", disable=not progress)):
         seed = config.seed * 1_000_003 + index
         rng = np.random.default_rng(seed)
-        frames = render_clip(shape, colour, size, direction, config, rng)
+        frames = render_clip(shape, colour, size, direction, geometry, rng)
         rel = f"videos/{index:05d}_{size}_{colour}_{shape}_{direction}.mp4"
         write_mp4(frames, out_dir / rel, config.fps)
         rows.append({
             "path": rel, "caption": caption_for(shape, colour, size, direction, rng),
             "shape": shape, "colour": colour, "size": size, "direction": direction,
-            "n_frames": config.n_frames, "fps": config.fps,
-            "width": config.width, "height": config.height, "seed": seed,
+            "n_frames": geometry.n_frames, "fps": config.fps,
+            "width": geometry.width, "height": geometry.height, "seed": seed,
         })  # fmt: skip
     captions = out_dir / "captions.csv"
     with captions.open("w", newline="", encoding="utf-8") as f:

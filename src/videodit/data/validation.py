@@ -16,14 +16,15 @@ import great_expectations as gx
 import pandas as pd
 from great_expectations import expectations as gxe
 
-from videodit.data.config import CurationConfig, ValidationConfig
+from videodit.data.config import CurationConfig, ValidationConfig, video_buckets
+from videodit.data.curation import min_bucket_frames, shortest_shot_s
 from videodit.data.duplicates import find_near_duplicates
 from videodit.files import replaced_atomically, write_text_atomically
 
 SUITE_NAME = "video_clips"
 # What the probe measures on every clip that decodes. Column-map expectations skip nulls, so a NaN here would
 # pass every bound: each gets a not-null expectation on the decoded rows.
-MEASURED_COLUMNS = ("sha256", "width", "height", "fps", "n_frames", "duration_s", "n_cuts", "motion_score")
+MEASURED_COLUMNS = ("sha256", "width", "height", "aspect_ratio", "pixels", "fps", "n_frames", "duration_s", "n_cuts", "motion_score")
 DATASOURCE_NAME = "videodit"
 ASSET_NAME = "video_metadata"
 
@@ -46,8 +47,14 @@ class ValidationOutcome:
 
 
 def min_clip_duration(validation: ValidationConfig, curation: CurationConfig) -> float:
-    """Shortest clip that still yields one training clip; half a frame of slack for timestamp rounding."""
-    return max(validation.min_duration_s, (curation.n_frames - 0.5) / curation.fps)
+    """Shortest clip that still fills the shortest bucket; half a frame of slack for timestamp rounding."""
+    return max(validation.min_duration_s, (min_bucket_frames(curation) - 0.5) / curation.fps)
+
+
+def aspect_bounds(validation: ValidationConfig, curation: CurationConfig) -> tuple[float, float]:
+    """Aspect ratios (width / height) a bucket takes: the table's tallest to widest, widened by `max_aspect_crop`."""
+    aspects = [b.aspect for b in video_buckets(curation.buckets)]
+    return min(aspects) / validation.max_aspect_crop, max(aspects) * validation.max_aspect_crop
 
 
 def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.ExpectationSuite:
@@ -59,6 +66,8 @@ def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.Ex
 
     v = validation
     min_duration = min_clip_duration(v, curation)
+    low, high = aspect_bounds(v, curation)
+    smallest = min(video_buckets(curation.buckets), key=lambda b: b.height * b.width)
     # Expectations go in through the constructor: `add_expectation` on a suite whose name is already stored saves
     # into the stored suite at once (GX 1.x), which would rewrite the tracked JSON before anything is compared.
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=[
@@ -70,15 +79,22 @@ def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.Ex
             )
             for column in MEASURED_COLUMNS
         ),
-        rule(gxe.ExpectColumnValuesToBeBetween(column="width", min_value=v.min_width), f"width ≥ {v.min_width}px"),
-        rule(gxe.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_height), f"height ≥ {v.min_height}px"),
+        # The bucket table owns the smallest usable size: a clip smaller than every bucket would only be upscaled.
+        rule(
+            gxe.ExpectColumnValuesToBeBetween(column="pixels", min_value=smallest.height * smallest.width),
+            f"at least as large as the smallest bucket ({smallest.width}×{smallest.height} = {smallest.height * smallest.width} pixels)",
+        ),
+        rule(
+            gxe.ExpectColumnValuesToBeBetween(column="aspect_ratio", min_value=round(low, 4), max_value=round(high, 4)),
+            f"aspect ratio (width/height) {low:.3g}-{high:.3g}: the buckets' within a ×{v.max_aspect_crop} crop",
+        ),
         rule(
             gxe.ExpectColumnValuesToBeBetween(column="fps", min_value=v.min_fps, max_value=v.max_fps),
             f"{v.min_fps} ≤ fps ≤ {v.max_fps}",
         ),
         rule(
             gxe.ExpectColumnValuesToBeBetween(column="duration_s", min_value=min_duration, max_value=v.max_duration_s),
-            f"long enough for a {curation.n_frames}-frame clip at {curation.fps} fps "
+            f"long enough for the shortest bucket's {min_bucket_frames(curation)}-frame clip at {curation.fps} fps "
             f"({min_duration:.2f}s) and at most {v.max_duration_s}s",
         ),
         rule(gxe.ExpectColumnValuesToBeBetween(column="n_frames", min_value=v.min_frames), f"≥ {v.min_frames} frames"),
@@ -89,7 +105,11 @@ def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.Ex
             ),
             f"caption of {v.caption_min_chars}-{v.caption_max_chars} characters",
         ),
-        rule(gxe.ExpectColumnValuesToBeBetween(column="n_cuts", max_value=0), "no scene cuts"),
+        # A video with cuts is split into shots; it trains when one of them is long enough for a window.
+        rule(
+            gxe.ExpectColumnValuesToBeBetween(column="n_windows", min_value=1, row_condition="n_cuts>0", condition_parser="pandas"),
+            f"a shot of at least {shortest_shot_s(curation):.3g}s between its cuts",
+        ),
         rule(
             gxe.ExpectColumnValuesToBeBetween(column="motion_score", min_value=v.min_motion),
             f"motion score ≥ {v.min_motion} (not static)",
@@ -193,13 +213,24 @@ def validate_metadata(
                 reason = f"{config.meta['rule']}: got {column}={_display(value)}"
             failures[path].append((f"{config.type}({column})", reason))
 
-    decisions = metadata[["path", "sha256", "near_duplicate_of", "n_cuts", "cut_times_s", "motion_score"]].copy()
+    decisions = metadata[["path", "sha256", "bucket", "crop", "near_duplicate_of", "n_cuts", "cut_times_s", "motion_score",
+                          "shot_times_s", "windows"]].copy()
+    decisions["quarantined_shots"] = [_short_shots(shots, curation) for shots in decisions["shot_times_s"]]
     decisions["failed_expectations"] = [[name for name, _ in failures[p]] for p in decisions["path"]]
     decisions["reasons"] = [[reason for _, reason in failures[p]] for p in decisions["path"]]
     decisions["accepted"] = [not failures[p] for p in decisions["path"]]
     accepted = metadata[decisions["accepted"].to_numpy()].reset_index(drop=True)
     docs = Path(gx_root) / "uncommitted" / "data_docs" / "local_site" / "index.html"
     return ValidationOutcome(accepted, decisions, stats, docs, suite_changed)
+
+
+def _short_shots(shots, curation: CurationConfig) -> list[str]:
+    """Why each shot too short to train was left out, with its seconds in the source."""
+    if shots is None:
+        return []
+    shortest = shortest_shot_s(curation)
+    return [f"shot {i} ({start:.3f}-{end:.3f}s) is shorter than {shortest:.3g}s" for i, (start, end) in enumerate(shots)
+            if end - start < shortest]  # fmt: skip
 
 
 def write_outcome(outcome: ValidationOutcome, out_dir: Path) -> dict[str, Path]:

@@ -18,14 +18,19 @@ from videodit.models.vae import to_video_tensor
 from videodit.sampling import SamplerConfig, to_uint8_videos
 
 # What `evaluate_pipeline` reports (any of them can be the primary metric); lower is better only for LOWER_IS_BETTER.
-METRICS = ("overall", "colour", "shape", "size", "direction", "frechet_distance", "vae_psnr", "vae_ssim")
+# The plain adherence names are the unseen split (held-out phrasings of held-out combinations), the honest one that
+# promotes; `seen_*` are the same measures on training phrasing and trained combinations.
+ADHERENCE = ("overall", "colour", "shape", "size", "direction")
+SPLITS = {"unseen": "", "seen": "seen_"}  # split -> the prefix of its metric names
+METRICS = (*ADHERENCE, *(f"seen_{name}" for name in ADHERENCE), "frechet_distance", "vae_psnr", "vae_ssim")
 LOWER_IS_BETTER = frozenset({"frechet_distance"})
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    n_prompts: int = 84  # of the fixed prompt set; the built-in domain's has 84: shape × colour × direction
-    seed: int = 0  # prompt i of a set is sampled with seed + i
+    n_prompts: int = 84  # of the seen prompt set (trained combinations in the training template), at most
+    seeds_per_prompt: int = 2  # every prompt of both splits is sampled this many times, seeds seed, seed + 1, …
+    seed: int = 0
     batch_size: int = 16
     max_val_clips: int = 64
     primary_metric: str = "overall"
@@ -33,17 +38,44 @@ class EvaluationConfig:
 
 
 def evaluation_prompts(n: int, domain: Domain) -> list[str]:
-    """The domain's fixed prompt set, spread over every attribute so a prefix of it is balanced too."""
-    combos = itertools.product(domain.directions, domain.colours, domain.shapes)
+    """The seen split's prompts: trained combinations in the domain's prompt template, spread over every attribute
+    (sizes alternate) so that a prefix of the list is balanced too."""
     sizes = list(domain.sizes)
+    spread = [
+        (shape, colour, sizes[i % len(sizes)], direction)
+        for i, (direction, colour, shape) in enumerate(itertools.product(domain.directions, domain.colours, domain.shapes))
+    ]
+    trained = set(domain.trained_combinations())
     prompts = [
-        domain.prompt_template.format(size=sizes[i % len(sizes)], colour=colour, shape=shape, direction=direction)
-        for i, (direction, colour, shape) in enumerate(combos)
+        domain.prompt_template.format(shape=shape, colour=colour, size=size, direction=direction)
+        for shape, colour, size, direction in spread
+        if (shape, colour, size, direction) in trained
     ]
     return prompts[:n]
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion hits/n (sound at 0, 1 and small n, unlike p ± z·se)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def _split_metrics(adherence: dict, prefix: str) -> dict[str, float]:
+    """A split's accuracies with their 95% intervals (`<name>_ci_low`, `<name>_ci_high`) from its per-clip hits."""
+    metrics = {f"{prefix}{name}": float(adherence[name]) for name in ADHERENCE}
+    for attribute in ADHERENCE[1:]:
+        asked = [row for row in adherence["per_clip"] if row[f"expected_{attribute}"] is not None]
+        hits = sum(row[f"expected_{attribute}"] == row[f"read_{attribute}"] for row in asked)
+        metrics[f"{prefix}{attribute}_ci_low"], metrics[f"{prefix}{attribute}_ci_high"] = wilson_interval(hits, len(asked))
+    return metrics
+
+
 def _generate(pipeline, prompts: list[str], config: EvaluationConfig, sampler: SamplerConfig) -> list[np.ndarray]:
+    """Prompt i of `prompts` with seed config.seed + i, in batches."""
     videos = []
     for start in range(0, len(prompts), config.batch_size):
         batch = prompts[start : start + config.batch_size]
@@ -75,26 +107,27 @@ def reconstruction_preview(vae, shards_root, n: int = 4) -> tuple[list[np.ndarra
 def evaluate_pipeline(
     pipeline, shards_root, config: EvaluationConfig, sampler: SamplerConfig, domain: Domain
 ) -> tuple[dict, dict]:
-    """(metrics, samples): metrics is flat name → float; samples holds videos and captions for reports.
+    """(metrics, samples): metrics is flat name → float (METRICS, and each split's 95% intervals); samples holds
+    each split's prompts, videos and per-clip readings, and the validation clips, for reports.
 
     `pipeline` has `generate(prompts, seeds, sampler)` → uint8 [B, T, H, W, 3] and a `.vae`; `sampler` is the
     preset's, the one the bundle serves with. Prompts and readings use the vocabulary of `domain`, the domain of
     the clips under `shards_root`.
     """
-    prompts = evaluation_prompts(config.n_prompts, domain)
-    generated = _generate(pipeline, prompts, config, sampler)
-    adherence = prompt_adherence(generated, [attributes_from_caption(p, domain) for p in prompts], domain)
-
+    splits = {"unseen": domain.unseen_prompts(), "seen": evaluation_prompts(config.n_prompts, domain)}
+    metrics, samples = {}, {"splits": {}}
+    for split, prompts in splits.items():
+        asked = [p for p in prompts for _ in range(config.seeds_per_prompt)]  # each seed of a prompt is its own sample
+        generated = _generate(pipeline, asked, config, sampler)
+        adherence = prompt_adherence(generated, [attributes_from_caption(p, domain) for p in asked], domain)
+        metrics.update(_split_metrics(adherence, SPLITS[split]))
+        samples["splits"][split] = {"prompts": asked, "generated": generated, "per_clip": adherence["per_clip"]}
     real, captions = validation_clips(shards_root, config.max_val_clips)
     val_generated = _generate(pipeline, captions, config, sampler)
     recon = reconstruct_clips(pipeline.vae.float().eval(), real)
 
-    metrics = {k: float(adherence[k]) for k in ("colour", "shape", "size", "direction", "overall")}
     metrics["frechet_distance"] = frechet_video_distance(real, val_generated) if len(real) >= 2 else float("nan")
     metrics["vae_psnr"] = float(np.mean([min(psnr(a, b), PSNR_CAP_DB) for a, b in zip(real, recon)]))
     metrics["vae_ssim"] = float(np.mean([ssim(a, b) for a, b in zip(real, recon)]))
-    samples = {
-        "prompts": prompts, "generated": generated, "per_clip": adherence["per_clip"],
-        "val_captions": captions, "val_real": real, "val_generated": val_generated, "val_recon": recon,
-    }  # fmt: skip
+    samples.update(val_captions=captions, val_real=real, val_generated=val_generated, val_recon=recon)
     return metrics, samples

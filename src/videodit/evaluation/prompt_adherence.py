@@ -13,11 +13,12 @@ WORD = re.compile(r"[a-z]+")
 
 
 def caption_words(domain: Domain) -> dict[str, dict[str, str]]:
-    """Attribute -> {caption word: the value it names}: each value's own name and the domain's synonyms of it."""
+    """Attribute -> {caption word: the value it names}: each value's own name and the domain's synonyms of it
+    (the training captions' and the held-out ones)."""
     return {
         attribute: {
             **{name: name for name in names},
-            **{word: value for word, value in domain.synonyms.items() if value in names},
+            **{word: value for word, value in {**domain.synonyms, **domain.held_out_synonyms}.items() if value in names},
         }
         for attribute, names in domain.names().items()
     }

@@ -1,11 +1,13 @@
 """Export the trained models to an ONNX bundle, and prove the bundle computes what PyTorch computes.
 
 `export_bundle` writes the folder `videodit.generation.OnnxVideoGenerator` reads (see that module for the
-layout). The DiT is exported as one classifier-free-guided Euler step, so a generator calls one graph per
-step and can keep the latents on its device between steps.
+layout). The DiT is exported as two graphs: the captions' conditioning (pooled embedding, every block's
+cross-attention K/V), run once per video, and one classifier-free-guided Euler step taking it, so a generator
+calls one graph per step and can keep the latents and the conditioning on its device between steps.
 
 `graph_parity` compares each graph with its PyTorch module; `end_to_end_parity` runs the same prompts, seeds
 and timesteps through `generate_videos` in PyTorch and through the bundle in onnxruntime and returns the PSNR.
+`quantize_bundle` makes an int8 copy of a bundle, and `bundle_psnr` measures it against the fp32 one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from onnxscript import INT64
 from onnxscript import opset23 as op
 from onnxscript.function_libs.torch_lib.ops.nn import aten_upsample_nearestnd_vec
 from onnxscript.function_libs.torch_lib.tensor_typing import TReal
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 from torch.export import Dim
 
@@ -34,6 +37,7 @@ from videodit.evaluation.image_quality import psnr
 from videodit.generation.onnx_generator import (
     BUNDLE_FORMAT_VERSION,
     BUNDLE_JSON,
+    CONDITION_ONNX,
     DIT_ONNX,
     TEXT_ENCODER_ONNX,
     TOKENIZER_DIR,
@@ -42,7 +46,7 @@ from videodit.generation.onnx_generator import (
     OnnxVideoGenerator,
 )
 from videodit.models.dit import SpacetimeDiT
-from videodit.models.rectified_flow import GuidedEulerStep, generate_videos
+from videodit.models.rectified_flow import GuidedCondition, GuidedEulerStep, generate_videos
 from videodit.models.text_encoder import MiniLMTextEncoder
 from videodit.models.vae import VideoVAE
 from videodit.sampling import SamplerConfig
@@ -57,6 +61,9 @@ MAX_BATCH = 256
 # exported and parity-checked from this length up.
 MIN_LATENT_FRAMES = 3
 CLIP_KEYS = ("fps", "frames", "height", "width")
+# condition.onnx's outputs are dit.onnx's inputs of the same names.
+CONDITION_NAMES = {"inputs": ["text", "text_mask", "null_text", "null_mask"], "outputs": ["pooled", "text_kv", "cfg_mask"]}
+STEP_NAMES = {"inputs": ["latents", "t", "t_next", "guidance", *CONDITION_NAMES["outputs"]], "outputs": ["next_latents"]}
 PARITY_SEED = 0
 PARITY_BATCH = 2
 
@@ -172,7 +179,8 @@ def export_bundle(
     clip: dict,
     source_versions: dict,
 ) -> Path:
-    """Write text_encoder.onnx, dit.onnx, vae_decoder.onnx, tokenizer/ and bundle.json into `out_dir`.
+    """Write text_encoder.onnx, condition.onnx, dit.onnx, vae_decoder.onnx, tokenizer/ and bundle.json (precision
+    fp32; `quantize_bundle` makes an int8 copy) into `out_dir`.
 
     sampler: stored with its timesteps, which the generator then uses as they are. clip: fps, frames, height,
     width (the training clip, the default of generated videos) and optionally latent_shift and latent_scale (the
@@ -209,17 +217,20 @@ def export_bundle(
     latents = torch.randn(PARITY_BATCH, *latent_shape)
     text = torch.randn(PARITY_BATCH, max_tokens, text_dim)
     mask = torch.ones(PARITY_BATCH, max_tokens, dtype=torch.bool)
+    condition_args = (text, mask, text[:1].clone(), mask[:1].clone())
+    caption_shapes = {"text": {0: batch, 1: caption}, "text_mask": {0: batch, 1: caption}, "null_text": {1: caption},
+                      "null_mask": {1: caption}}  # fmt: skip
+    _export(GuidedCondition(dit), condition_args, out / CONDITION_ONNX, CONDITION_NAMES, caption_shapes)
+    with torch.no_grad():
+        condition = GuidedCondition(dit).eval()(*condition_args)
     # Distinct tensors for the scalars: torch.export would merge one tensor passed three times into one input.
     t, t_next, guidance = torch.tensor(1.0), torch.tensor(0.75), torch.tensor(4.0)
-    step_args = (latents, t, t_next, guidance, text, mask, text[:1].clone(), mask[:1].clone())
-    step_names = {
-        "inputs": ["latents", "t", "t_next", "guidance", "text", "text_mask", "null_text", "null_mask"],
-        "outputs": ["next_latents"],
-    }
-    fixed = {"t": None, "t_next": None, "guidance": None, "text": {0: batch, 1: caption},
-             "text_mask": {0: batch, 1: caption}, "null_text": {1: caption}, "null_mask": {1: caption}}  # fmt: skip
+    step_args = (latents, t, t_next, guidance, *condition)
+    # The CFG batch (prompts, then as many empty captions) is twice the latents' batch.
+    fixed = {"t": None, "t_next": None, "guidance": None, "pooled": {0: 2 * batch},
+             "text_kv": {1: 2 * batch, 2: caption}, "cfg_mask": {0: 2 * batch, 1: caption}}  # fmt: skip
     dit_dynamic = _export_with_fallback(
-        GuidedEulerStep(dit), step_args, out / DIT_ONNX, step_names,
+        GuidedEulerStep(dit), step_args, out / DIT_ONNX, STEP_NAMES,
         {"latents": {0: batch, 2: t_dim, 3: h_dim, 4: w_dim}, **fixed}, {"latents": {0: batch}, **fixed},
     )  # fmt: skip
     vae_dynamic = _export_with_fallback(
@@ -233,6 +244,7 @@ def export_bundle(
     text_encoder.tokenizer.save_pretrained(tokenizer_dir)
     spec = {
         "format_version": BUNDLE_FORMAT_VERSION,
+        "precision": "fp32",
         "sampler": {**asdict(sampler), "timesteps": sampler.timesteps().tolist()},
         "clip": {
             **{key: clip[key] for key in CLIP_KEYS},
@@ -251,8 +263,10 @@ def export_bundle(
         "limits": {"dynamic_latent_thw": dynamic, **_size_limits(vae, dit, frames, height, width, dynamic)},
         "graphs": {
             TEXT_ENCODER_ONNX: "input_ids, attention_mask int64 [B, L] -> tokens float32 [B, L, D], 2 <= L <= max_tokens",
-            DIT_ONNX: "one CFG Euler step: latents [B, C, t, h, w], t, t_next, guidance scalars, text [B, L, D], "
-            "text_mask bool [B, L], null_text [1, L, D], null_mask [1, L] -> next_latents",
+            CONDITION_ONNX: "once per video: text [B, L, D], text_mask bool [B, L], null_text [1, L, D], null_mask "
+            "[1, L] -> pooled [2B, d], text_kv [depth, 2B, L, 2d], cfg_mask bool [2B, L] (prompts, then empty captions)",
+            DIT_ONNX: "one CFG Euler step: latents [B, C, t, h, w], t, t_next, guidance scalars, and condition.onnx's "
+            "pooled, text_kv, cfg_mask -> next_latents",
             VAE_DECODER_ONNX: "latents [B, C, t, h, w] -> video [B, 3, 1 + r(t - 1), H, W] in [-1, 1]",
         },
         "source_versions": source_versions,
@@ -281,10 +295,12 @@ def export_pipeline(
 
 
 def _max_abs_diff(session: ort.InferenceSession, module: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    """Over every output of the graph (a bool mask counts 1 where it differs)."""
     with torch.no_grad():
-        expected = module.eval()(*inputs.values()).numpy()
-    (actual,) = session.run(None, {name: value.numpy() for name, value in inputs.items()})
-    return float(np.abs(actual - expected).max())
+        expected = module.eval()(*inputs.values())
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    actual = session.run(None, {name: value.numpy() for name, value in inputs.items()})
+    return max(float(np.abs(a.astype(np.float64) - e.numpy().astype(np.float64)).max()) for a, e in zip(actual, expected))
 
 
 def graph_parity(
@@ -302,7 +318,7 @@ def graph_parity(
     """
     spec = BundleSpec.load(bundle_dir)
     sessions = {name: ort.InferenceSession(str(spec.root / name), providers=["CPUExecutionProvider"])
-                for name in (TEXT_ENCODER_ONNX, DIT_ONNX, VAE_DECODER_ONNX)}  # fmt: skip
+                for name in (TEXT_ENCODER_ONNX, CONDITION_ONNX, DIT_ONNX, VAE_DECODER_ONNX)}  # fmt: skip
     generator = torch.Generator().manual_seed(PARITY_SEED)
     vocab_size = text_encoder.model.config.vocab_size
     ids = torch.randint(0, vocab_size, (PARITY_BATCH, spec.max_tokens), generator=generator)
@@ -318,17 +334,19 @@ def graph_parity(
         inputs["real"] = (real_text, torch.from_numpy(real_latents).float())
 
     decoder = VAEDecoderGraph(vae, spec.latent_shift, spec.latent_scale)
-    step, encoder = GuidedEulerStep(dit), TextEncoderGraph(text_encoder)
+    step, condition, encoder = GuidedEulerStep(dit), GuidedCondition(dit), TextEncoderGraph(text_encoder)
     diffs: dict[str, float] = {}
     for kind, (token_inputs, latents) in inputs.items():
         diffs[f"text_encoder/{kind}"] = _max_abs_diff(sessions[TEXT_ENCODER_ONNX], encoder, token_inputs)
         with torch.no_grad():
             text = encoder(**token_inputs)
         mask = token_inputs["attention_mask"].bool()
-        step_inputs = {
-            "latents": latents, "t": torch.tensor(0.75), "t_next": torch.tensor(0.5), "guidance": torch.tensor(4.0),
-            "text": text, "text_mask": mask, "null_text": text[:1], "null_mask": mask[:1],
-        }  # fmt: skip
+        caption_inputs = {"text": text, "text_mask": mask, "null_text": text[:1], "null_mask": mask[:1]}
+        diffs[f"condition/{kind}"] = _max_abs_diff(sessions[CONDITION_ONNX], condition, caption_inputs)
+        with torch.no_grad():
+            conditioning = dict(zip(CONDITION_NAMES["outputs"], condition(**caption_inputs)))
+        step_inputs = {"latents": latents, "t": torch.tensor(0.75), "t_next": torch.tensor(0.5),
+                       "guidance": torch.tensor(4.0), **conditioning}  # fmt: skip
         diffs[f"dit/{kind}"] = _max_abs_diff(sessions[DIT_ONNX], step, step_inputs)
         diffs[f"vae_decoder/{kind}"] = _max_abs_diff(sessions[VAE_DECODER_ONNX], decoder, {"latents": latents})
     return diffs
@@ -353,3 +371,24 @@ def end_to_end_parity(
         (spec.frames, spec.height, spec.width), spec.latent_shift, spec.latent_scale,
     )  # fmt: skip
     return [psnr(a, b) for a, b in zip(torch_videos, onnx_videos)]
+
+
+def quantize_bundle(bundle_dir: Path | str, out_dir: Path | str) -> Path:
+    """An int8 copy of an fp32 bundle: dit.onnx's MatMuls with int8 weights, their activations quantized on the fly
+    (onnxruntime dynamic quantization, so no calibration set). The DiT runs once per step and is where the time
+    goes; the text encoder, condition.onnx and the decoder run once per video and stay fp32."""
+    source, out = Path(bundle_dir), Path(out_dir)
+    shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(f"{DIT_ONNX}*"))
+    quantize_dynamic(source / DIT_ONNX, out / DIT_ONNX, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    spec = json.loads((out / BUNDLE_JSON).read_text())
+    spec["precision"] = "int8"
+    spec["quantization"] = {DIT_ONNX: "dynamic: MatMul weights int8 per tensor, activations uint8 per call"}
+    (out / BUNDLE_JSON).write_text(json.dumps(spec, indent=2) + "\n")
+    return out
+
+
+def bundle_psnr(reference_dir: Path | str, bundle_dir: Path | str, prompts: list[str], seeds: list[int]) -> list[float]:
+    """PSNR in dB, per prompt, of `bundle_dir`'s videos against `reference_dir`'s (e.g. int8 against fp32), the
+    same prompts, seeds and sampler."""
+    reference, bundle = (OnnxVideoGenerator(d, providers=["CPUExecutionProvider"]) for d in (reference_dir, bundle_dir))
+    return [psnr(a, b) for a, b in zip(reference.generate(prompts, seeds), bundle.generate(prompts, seeds))]

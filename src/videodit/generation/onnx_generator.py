@@ -1,26 +1,29 @@
 """Text-to-video with the exported ONNX bundle: numpy, onnxruntime and tokenizers only, no torch.
 
-The bundle (written by `videodit.export.export_bundle`) holds three graphs and a tokenizer:
+The bundle (written by `videodit.export.export_bundle`) holds four graphs and a tokenizer:
   text_encoder.onnx  token ids [B, L] + attention mask -> caption tokens [B, L, D]
+  condition.onnx     caption tokens -> the DiT's caption conditioning (pooled embedding, every block's
+                     cross-attention K/V) for the CFG batch: once per video
   dit.onnx           one classifier-free-guided Euler step of the rectified-flow sampler (DiT inside)
   vae_decoder.onnx   latents [B, C, t, h, w] -> video [B, 3, 1 + r(t-1), H, W] in [-1, 1]
 and bundle.json with the sampler (its settings and the exact float32 timesteps it was exported with), the clip
-defaults and the sizes the graphs accept.
+defaults, the sizes the graphs accept and the precision of the graphs ("fp32", or "int8": a quantized copy).
 
 The sampler is the one torch evaluates with: `videodit.sampling`'s schedule, per-prompt noise and Euler loop,
-stepping through dit.onnx, which is `videodit.models.rectified_flow.GuidedEulerStep` exported; so a (prompt, seed)
-gives the video evaluation scored, alone or in a batch.
+stepping through dit.onnx, which is `videodit.models.rectified_flow.GuidedEulerStep` exported (and condition.onnx
+its `GuidedCondition`); so a (prompt, seed) gives the video evaluation scored, alone or in a batch.
 
-Between steps the latents stay where the DiT runs: every step goes through an onnxruntime IO binding
-whose output OrtValue is bound as the next step's input. On CPU that is plain memory (and tested);
-on CUDA it keeps the latents on the GPU, with only the step's scalars copied in. The CUDA branch
-cannot be exercised on the CPU-only test machine.
+Between steps everything stays where the DiT runs: the conditioning is bound once, the timesteps are OrtValues
+made once per batch, and the latents alternate between two OrtValues, one bound as a step's input and the other
+as its output; a step allocates and copies nothing. On CPU that is plain memory (and tested); on CUDA it keeps
+the latents on the GPU. The CUDA branch cannot be exercised on the CPU-only test machine.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,12 +36,14 @@ from videodit.sampling import SamplerConfig, euler, initial_noise, prompt_seeds,
 
 BUNDLE_JSON = "bundle.json"
 TEXT_ENCODER_ONNX = "text_encoder.onnx"
+CONDITION_ONNX = "condition.onnx"
 DIT_ONNX = "dit.onnx"
 VAE_DECODER_ONNX = "vae_decoder.onnx"
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_JSON = "tokenizer.json"
 # 2: the sampler with its shift and exact timesteps ("sampler"), the clip defaults apart ("clip", "text").
-BUNDLE_FORMAT_VERSION = 2
+# 3: the captions' conditioning in condition.onnx, once per video, which dit.onnx takes; "precision".
+BUNDLE_FORMAT_VERSION = 3
 
 # Prompts per DiT batch (each runs twice: conditional and unconditional); bounds memory for long prompt files.
 MAX_BATCH = 8
@@ -88,6 +93,7 @@ class BundleSpec:
     height_range: SizeRange
     width_range: SizeRange
     source_versions: dict
+    precision: str  # of dit.onnx (and vae_decoder.onnx where quantizing it held quality): "fp32" or "int8"
 
     @classmethod
     def load(cls, bundle_dir: Path | str) -> BundleSpec:
@@ -104,7 +110,7 @@ class BundleSpec:
                 f"{spec_path}: bundle format_version {found!r}, this videodit reads {BUNDLE_FORMAT_VERSION}: "
                 "export the bundle again with this version (materialize onnx_models)"
             )
-        for name in (TEXT_ENCODER_ONNX, DIT_ONNX, VAE_DECODER_ONNX, f"{TOKENIZER_DIR}/{TOKENIZER_JSON}"):
+        for name in (TEXT_ENCODER_ONNX, CONDITION_ONNX, DIT_ONNX, VAE_DECODER_ONNX, f"{TOKENIZER_DIR}/{TOKENIZER_JSON}"):
             if not (root / name).is_file():
                 raise FileNotFoundError(f"{root / name} is missing from the bundle")
         sampler, clip, text, geometry, limits = (raw[k] for k in ("sampler", "clip", "text", "geometry", "limits"))
@@ -131,6 +137,7 @@ class BundleSpec:
             height_range=SizeRange(**limits["height"]),
             width_range=SizeRange(**limits["width"]),
             source_versions=raw["source_versions"],
+            precision=raw["precision"],
         )
 
     def latent_frames(self, frames: int) -> int:
@@ -147,21 +154,64 @@ def default_providers() -> list[str]:
     return [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
 
 
-class OnnxVideoGenerator:
-    """Generates uint8 videos [T, H, W, 3] from prompts with an exported bundle folder."""
+def physical_cores() -> int:
+    """Cores this process may run on, a core's hyperthreads counted once: onnxruntime's intra-op threads gain
+    nothing from a core's second hardware thread and lose to the contention."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:  # no sysfs topology (not Linux, some containers): every allowed CPU is a core
+            return len(cpus)
+    return len(cores)
 
-    def __init__(self, bundle_dir: Path | str, providers: list[str] | None = None):
+
+def session_settings(threads: int | None = None) -> dict:
+    """The onnxruntime session settings the generator runs with, as `session_options` applies them and the
+    manifest of a generation run records them."""
+    return {
+        "intra_op_num_threads": threads or physical_cores(),
+        "inter_op_num_threads": 1,  # the graphs are chains of ops: sequential execution, no second pool
+        "graph_optimization_level": "ORT_ENABLE_ALL",  # fusions (attention, GELU, layer norm, MatMul + Add)
+        "enable_mem_pattern": True,  # shapes repeat every step: plan the buffers once
+        "enable_cpu_mem_arena": True,
+        # Once-per-batch graphs must not spin idle threads on the cores the DiT's steps need next (measured on 2
+        # cores, demo size: 298 -> 171 ms per batch of 2); the DiT's back-to-back steps keep spinning.
+        "spinning": {DIT_ONNX: True, TEXT_ENCODER_ONNX: False, CONDITION_ONNX: False, VAE_DECODER_ONNX: False},
+    }
+
+
+def session_options(settings: dict, graph: str) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings["intra_op_num_threads"]
+    options.inter_op_num_threads = settings["inter_op_num_threads"]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings["graph_optimization_level"])
+    options.enable_mem_pattern = settings["enable_mem_pattern"]
+    options.enable_cpu_mem_arena = settings["enable_cpu_mem_arena"]
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings["spinning"][graph] else "0")
+    return options
+
+
+class OnnxVideoGenerator:
+    """Generates uint8 videos [T, H, W, 3] from prompts with an exported bundle folder.
+
+    threads: onnxruntime's intra-op threads (default: the physical cores); `settings` records what the sessions
+    run with."""
+
+    def __init__(self, bundle_dir: Path | str, providers: list[str] | None = None, threads: int | None = None):
         self.spec = BundleSpec.load(bundle_dir)
         self.providers = providers or default_providers()
-        # The text encoder and decoder run once per batch: their idle threads must not spin on the cores the
-        # DiT's steps need next (measured on 2 cores, demo size: 298 -> 171 ms per batch of 2). The DiT keeps
-        # spinning between its back-to-back steps.
-        run_once = ort.SessionOptions()
-        run_once.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.settings = session_settings(threads)
         root = self.spec.root
-        self.text_encoder = ort.InferenceSession(str(root / TEXT_ENCODER_ONNX), run_once, providers=self.providers)
-        self.dit = ort.InferenceSession(str(root / DIT_ONNX), providers=self.providers)
-        self.vae_decoder = ort.InferenceSession(str(root / VAE_DECODER_ONNX), run_once, providers=self.providers)
+
+        def session(graph: str) -> ort.InferenceSession:
+            return ort.InferenceSession(str(root / graph), session_options(self.settings, graph), providers=self.providers)
+
+        self.text_encoder, self.condition = session(TEXT_ENCODER_ONNX), session(CONDITION_ONNX)
+        self.dit, self.vae_decoder = session(DIT_ONNX), session(VAE_DECODER_ONNX)
         self.device = "cuda" if self.dit.get_providers()[0] == CUDA_PROVIDER else "cpu"
         self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_DIR / TOKENIZER_JSON))
         self.tokenizer.enable_truncation(self.spec.max_tokens)
@@ -245,38 +295,48 @@ class OnnxVideoGenerator:
     ) -> list[np.ndarray]:  # fmt: skip
         # The empty caption rides along in the same text-encoder batch: it is the unconditional input of CFG.
         tokens, mask = self.encode_text([*prompts, ""])
+        condition = self._condition(tokens[:-1], mask[:-1], tokens[-1:], mask[-1:])
         noise = initial_noise(seeds, self.spec.latent_shape(frames, height, width))
-        latents = self._denoise(noise, tokens[:-1], mask[:-1], tokens[-1:], mask[-1:], timesteps, guidance)
+        latents = self._denoise(noise, condition, timesteps, guidance)
         (video,) = self.vae_decoder.run(None, {"latents": latents})
         return list(to_uint8_videos(video[:, :, :frames]))
 
+    def _ortvalue(self, value: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(value, self.device, 0)
+
+    def _condition(
+        self, text: np.ndarray, text_mask: np.ndarray, null_text: np.ndarray, null_mask: np.ndarray
+    ) -> dict[str, ort.OrtValue]:
+        """condition.onnx once per batch; its outputs, by name, stay on self.device for dit.onnx."""
+        binding = self.condition.io_binding()
+        for name, value in zip(("text", "text_mask", "null_text", "null_mask"), (text, text_mask, null_text, null_mask)):
+            binding.bind_ortvalue_input(name, self._ortvalue(value))
+        names = [output.name for output in self.condition.get_outputs()]
+        for name in names:
+            binding.bind_output(name, self.device)
+        self.condition.run_with_iobinding(binding)
+        return dict(zip(names, binding.get_outputs()))
+
     def _denoise(
-        self,
-        noise: np.ndarray,
-        text: np.ndarray,
-        text_mask: np.ndarray,
-        null_text: np.ndarray,
-        null_mask: np.ndarray,
-        timesteps: np.ndarray,
-        guidance: float,
+        self, noise: np.ndarray, condition: dict[str, ort.OrtValue], timesteps: np.ndarray, guidance: float
     ) -> np.ndarray:
-        """Euler along `timesteps`, one dit.onnx call per step, the latents never leaving self.device."""
+        """Euler along `timesteps`, one dit.onnx call per step, nothing leaving self.device or being allocated."""
         binding = self.dit.io_binding()
-        for name, value in (
-            ("guidance", np.array(guidance, np.float32)),
-            ("text", text),
-            ("text_mask", text_mask),
-            ("null_text", null_text),
-            ("null_mask", null_mask),
-        ):
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self.device, 0))
+        for name, value in condition.items():
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_ortvalue_input("guidance", self._ortvalue(np.array(guidance, np.float32)))
+        times = {t: self._ortvalue(np.array(t, np.float32)) for t in timesteps}
+        # Copied in once (on CPU an OrtValue wraps the array itself, which the steps overwrite).
+        buffers = (self._ortvalue(noise.copy()), self._ortvalue(np.empty_like(noise)))
 
         def step(latents: ort.OrtValue, t: np.float32, t_next: np.float32) -> ort.OrtValue:
+            following = buffers[1] if latents is buffers[0] else buffers[0]
             binding.bind_ortvalue_input("latents", latents)
-            binding.bind_cpu_input("t", np.array(t, np.float32))
-            binding.bind_cpu_input("t_next", np.array(t_next, np.float32))
-            binding.bind_output("next_latents", self.device)
+            binding.bind_ortvalue_input("t", times[t])
+            binding.bind_ortvalue_input("t_next", times[t_next])
+            binding.bind_ortvalue_output("next_latents", following)
             self.dit.run_with_iobinding(binding)
-            return binding.get_outputs()[0]
+            return following
 
-        return euler(step, ort.OrtValue.ortvalue_from_numpy(noise, self.device, 0), timesteps).numpy()
+        # A copy: on CPU .numpy() is a view of a buffer that is freed when this returns.
+        return euler(step, buffers[0], timesteps).numpy().copy()

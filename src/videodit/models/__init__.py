@@ -2,13 +2,14 @@
 
 from videodit.models.dit import DiTConfig, SpacetimeDiT
 from videodit.models.rectified_flow import (
-    GuidedEulerStep, generate_videos, rectified_flow_loss, sample_euler, sample_timesteps,
+    GuidedCondition, GuidedEulerStep, generate_videos, rectified_flow_loss, sample_euler, sample_timesteps,
 )  # fmt: skip
 from videodit.models.text_encoder import MiniLMTextEncoder, TextEncoder
 from videodit.models.vae import VAEConfig, VideoVAE
 
 __all__ = [
     "DiTConfig",
+    "GuidedCondition",
     "GuidedEulerStep",
     "MiniLMTextEncoder",
     "SpacetimeDiT",

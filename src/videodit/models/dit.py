@@ -8,6 +8,7 @@ T x H x W grid, so one model serves several durations, resolutions and aspect ra
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -92,12 +93,17 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        return self.attend(x, self.kv(text), text_mask)
+
+    def attend(self, x: torch.Tensor, text_kv: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """`forward` given the caption's keys and values `self.kv(text)` [B, L, 2*dim]: they depend on the caption
+        alone, so a sampler computes them once per video instead of once per step."""
         b, n, d = x.shape
-        h, hd = self.num_heads, d // self.num_heads
+        h, hd, length = self.num_heads, d // self.num_heads, text_kv.shape[1]
         q = self.q(x).view(b, n, h, hd).transpose(1, 2)
-        k, v = self.kv(text).view(b, text.shape[1], 2, h, hd).permute(2, 0, 3, 1, 4)
+        k, v = text_kv.view(b, length, 2, h, hd).permute(2, 0, 3, 1, 4)
         # The mask spelled out per query, not broadcast: onnxruntime's fused ONNX Attention kernel requires it.
-        mask = text_mask[:, None, None, :].expand(b, 1, n, text.shape[1])
+        mask = text_mask[:, None, None, :].expand(b, 1, n, length)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
@@ -115,9 +121,13 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        return self.conditioned(x, c, self.cross_attn.kv(text), text_mask)
+
+    def conditioned(self, x: torch.Tensor, c: torch.Tensor, text_kv: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """`forward` given this block's cross-attention keys and values of the caption (`CrossAttention.attend`)."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, None].chunk(6, dim=2)
         x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        x = x + self.cross_attn(self.norm2(x), text, text_mask)
+        x = x + self.cross_attn.attend(self.norm2(x), text_kv, text_mask)
         return x + gate_mlp * self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))
 
 
@@ -188,17 +198,45 @@ class SpacetimeDiT(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
     ) -> torch.Tensor:
         """x: latents [B, C, T, H, W]; t: [B] in [0, 1] (1 = pure noise); text: [B, L, text_dim]; text_mask: bool [B, L]."""
+        pooled, text_tokens = self.embed_caption(text, text_mask)
+
+        # Each block projects the caption to its K/V inside its own forward: FSDP shards per DiTBlock
+        # (training/trainer.py), so a block's weights may only be read there.
+        def run(block: DiTBlock):
+            if self.config.gradient_checkpointing and self.training:
+                return lambda tokens, c: checkpoint(block, tokens, c, text_tokens, text_mask, use_reentrant=False)
+            return lambda tokens, c: block(tokens, c, text_tokens, text_mask)
+
+        return self._velocity(x, t, pooled, [run(block) for block in self.blocks])
+
+    def embed_caption(self, text: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The caption's share of the conditioning: the pooled-caption embedding [B, dim] (added to the timestep's
+        in adaLN) and the projected caption tokens [B, L, dim] the blocks cross-attend to."""
+        mask = text_mask.to(text.dtype)[..., None]
+        pooled = (text * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return self.text_pooled_embedder(pooled), self.text_embedder(text)
+
+    def caption_condition(self, text: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything the caption contributes, for `conditioned_velocity`: the pooled embedding [B, dim] and every
+        block's cross-attention K/V [depth, B, L, 2*dim]. It does not depend on the latents or t: once per video."""
+        pooled, text_tokens = self.embed_caption(text, text_mask)
+        return pooled, torch.stack([block.cross_attn.kv(text_tokens) for block in self.blocks])
+
+    def conditioned_velocity(
+        self, x: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor, text_kv: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """`forward` from `caption_condition`'s outputs instead of the caption tokens (inference only)."""
+        blocks = [functools.partial(block.conditioned, text_kv=kv, text_mask=text_mask)
+                  for block, kv in zip(self.blocks, text_kv)]  # fmt: skip
+        return self._velocity(x, t, pooled, blocks)
+
+    def _velocity(self, x: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor, blocks: list) -> torch.Tensor:
+        """Patch, embed and unpatch around `blocks`, each a (tokens, c) -> tokens call of one DiTBlock."""
         _, _, frames, height, width = x.shape
         pt, ph, pw = self.config.patch_size
         pos = spacetime_pos_embed(self.config.hidden_size, frames // pt, height // ph, width // pw, x.device)
         tokens = self.x_embedder(self.patchify(x)) + pos.to(x.dtype)
-        mask = text_mask.to(text.dtype)[..., None]
-        pooled = (text * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        c = self.t_embedder(t) + self.text_pooled_embedder(pooled)
-        text_tokens = self.text_embedder(text)
-        for block in self.blocks:
-            if self.config.gradient_checkpointing and self.training:
-                tokens = checkpoint(block, tokens, c, text_tokens, text_mask, use_reentrant=False)
-            else:
-                tokens = block(tokens, c, text_tokens, text_mask)
+        c = self.t_embedder(t) + pooled
+        for block in blocks:
+            tokens = block(tokens, c)
         return self.unpatchify(self.final_layer(tokens, c), frames, height, width)

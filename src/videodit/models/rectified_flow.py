@@ -46,11 +46,30 @@ def rectified_flow_loss(
     return F.mse_loss(velocity.float(), (noise - latents).float())
 
 
+class GuidedCondition(nn.Module):
+    """What every guided step takes from the captions, computed once per video: the CFG batch (the prompts, then
+    the empty caption once per prompt) as the DiT's `caption_condition` (pooled embedding [2B, dim], cross-attention
+    K/V [depth, 2B, L, 2*dim]) and its mask [2B, L]. null_text/null_mask is the encoded empty caption [1, L, D].
+    `export_bundle` exports it as condition.onnx."""
+
+    def __init__(self, dit: nn.Module):
+        super().__init__()
+        self.dit = dit
+
+    def forward(
+        self, text: torch.Tensor, text_mask: torch.Tensor, null_text: torch.Tensor, null_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = text.shape[0]
+        cfg_mask = torch.cat([text_mask, null_mask.expand(b, -1)])
+        pooled, text_kv = self.dit.caption_condition(torch.cat([text, null_text.expand(b, -1, -1)]), cfg_mask)
+        return pooled, text_kv, cfg_mask
+
+
 class GuidedEulerStep(nn.Module):
     """One Euler step with classifier-free guidance: the CFG-batched DiT call, the guidance mix and the update.
 
-    Conditional and unconditional passes run as one batch; null_text/null_mask is the encoded empty caption
-    [1, L, D]. `DiTModule.generate` steps with it and `export_bundle` exports it as dit.onnx.
+    Conditional and unconditional passes run as one batch, conditioned by `GuidedCondition`'s outputs.
+    `sample_euler` steps with it and `export_bundle` exports it as dit.onnx.
     """
 
     def __init__(self, dit: nn.Module):
@@ -63,16 +82,13 @@ class GuidedEulerStep(nn.Module):
         t: torch.Tensor,
         t_next: torch.Tensor,
         guidance: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
-        null_text: torch.Tensor,
-        null_mask: torch.Tensor,
+        pooled: torch.Tensor,
+        text_kv: torch.Tensor,
+        cfg_mask: torch.Tensor,
     ) -> torch.Tensor:
         b = latents.shape[0]
         x_in = torch.cat([latents, latents])
-        text_in = torch.cat([text, null_text.expand(b, -1, -1)])
-        mask_in = torch.cat([text_mask, null_mask.expand(b, -1)])
-        velocity = self.dit(x_in, t.expand(2 * b), text_in, mask_in).float()
+        velocity = self.dit.conditioned_velocity(x_in, t.expand(2 * b), pooled, text_kv, cfg_mask).float()
         # Slices, not chunk(2): chunk's ceil-division guard would pin the batch size during export.
         cond, uncond = velocity[:b], velocity[b:]
         return latents + (t_next - t) * (uncond + guidance * (cond - uncond))
@@ -89,9 +105,10 @@ def sample_euler(
     timesteps: np.ndarray,
     guidance: float,
 ) -> torch.Tensor:
-    """Latents at t = timesteps[-1] from `noise` at timesteps[0], one `GuidedEulerStep` per pair of the schedule."""
+    """Latents at t = timesteps[-1] from `noise` at timesteps[0]: the captions' `GuidedCondition` once, then one
+    `GuidedEulerStep` per pair of the schedule."""
     step, device = GuidedEulerStep(dit), noise.device
-    conditioning = (torch.tensor(guidance, device=device), text, text_mask, null_text, null_mask)
+    conditioning = (torch.tensor(guidance, device=device), *GuidedCondition(dit)(text, text_mask, null_text, null_mask))
 
     def guided_step(latents: torch.Tensor, t: np.float32, t_next: np.float32) -> torch.Tensor:
         return step(latents, torch.tensor(t, device=device), torch.tensor(t_next, device=device), *conditioning)

@@ -22,9 +22,6 @@ from videodit.training.ema import ema_decay_at, update_ema
 from videodit.training.latents import latent_stats
 from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
 
-# Sampler settings that DiTTrainConfig held before the preset owned the sampler; old checkpoints still carry them.
-LEGACY_SAMPLER_KEYS = ("sample_steps", "guidance_scale")
-
 
 class DiTModule(L.LightningModule):
     """Holds the trained DiT, its EMA and a frozen VAE, so one checkpoint is everything `generate` needs.
@@ -47,9 +44,7 @@ class DiTModule(L.LightningModule):
         super().__init__()
         # Configs arrive as dicts when Lightning rebuilds the module from a checkpoint's hyperparameters.
         self.dit_config = dit_config if isinstance(dit_config, DiTConfig) else DiTConfig(**dit_config)
-        if not isinstance(train_config, DiTTrainConfig):  # checkpoints before the preset owned the sampler had it here
-            train_config = DiTTrainConfig(**{k: v for k, v in train_config.items() if k not in LEGACY_SAMPLER_KEYS})
-        self.train_config = train_config
+        self.train_config = train_config if isinstance(train_config, DiTTrainConfig) else DiTTrainConfig.from_saved(train_config)
         self.sampler = sampler if isinstance(sampler, SamplerConfig) else SamplerConfig(**(sampler or {}))
         self.vae_config = vae_config if isinstance(vae_config, VAEConfig) else VAEConfig(**vae_config)
         self.video_shape = tuple(video_shape)
@@ -130,7 +125,7 @@ def train_dit(
     video_shape = (preset.frames, preset.height, preset.width)
     module = DiTModule(preset.dit, cfg, vae.config, video_shape, shift, scale, preset.sampler)
     module.vae.load_state_dict(vae.state_dict())
-    data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, cfg.image_fraction, cfg.caption_dropout, cfg.num_workers)
+    data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, preset.buckets, cfg.caption_dropout, cfg.num_workers)
     trainer = build_trainer(cfg, out_dir, logger, callbacks, block_type=DiTBlock)
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     return module

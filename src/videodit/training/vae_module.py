@@ -41,7 +41,7 @@ class VAEModule(L.LightningModule):
         super().__init__()
         # Configs arrive as dicts when Lightning rebuilds the module from a checkpoint's hyperparameters.
         self.vae_config = vae_config if isinstance(vae_config, VAEConfig) else VAEConfig(**vae_config)
-        self.train_config = train_config if isinstance(train_config, VAETrainConfig) else VAETrainConfig(**train_config)
+        self.train_config = train_config if isinstance(train_config, VAETrainConfig) else VAETrainConfig.from_saved(train_config)
         self.save_hyperparameters({"vae_config": asdict(self.vae_config), "train_config": asdict(self.train_config)})
         self.vae = VideoVAE(self.vae_config)
 
@@ -84,7 +84,7 @@ def train_vae(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = VAEModule(preset.vae, cfg)
     data = ClipDataModule(
-        shards_root, cfg.batch_size, cfg.seed, cfg.image_fraction, cfg.clip_frames, cfg.crop_size, cfg.num_workers
+        shards_root, cfg.batch_size, cfg.seed, preset.buckets, cfg.clip_frames, cfg.crop_size, cfg.num_workers
     )
     trainer = build_trainer(cfg, out_dir, logger, callbacks)
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)

@@ -1,0 +1,341 @@
+"""The production stack (`infra/stack.py`, what `make up` starts) with the tiny graph run through it, on loopback.
+
+One module-scoped stack: the machine's PostgreSQL (two databases of this test's own), SeaweedFS (S3), an MLflow server
+(PostgreSQL backend, artifacts proxied into the S3 bucket), and Dagster (PostgreSQL instance from
+infra/dagster/dagster.yaml, daemon with the queued run coordinator, webserver, code server), every port free and
+chosen here. ONE run of `full_pipeline`, submitted through the webserver into the run queue, is what the other tests
+read. Also holds what tests/test_mlflow_server.py asserted (every registration through a server): that server is
+this stack's.
+"""
+
+import hashlib
+import importlib.util
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClientError
+from mlflow import MlflowClient
+
+from videodit.tracking.registry import CHALLENGER, CHAMPION
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("videodit_stack", REPO / "infra" / "stack.py")
+stack_module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = stack_module  # dataclasses look their module up there
+spec.loader.exec_module(stack_module)
+
+MODELS = ("videodit-vae", "videodit-dit", "videodit-onnx")
+# What is under test is the stack's traffic, not the models' quality: the fewest steps that train and evaluate.
+FEWEST_STEPS = {"ops": {
+    "vae_model": {"config": {"vae_train": {"max_steps": 4}}},
+    "dit_model": {"config": {"dit_train": {"max_steps": 4}}},
+    "model_evaluation": {"config": {"evaluation": {"n_prompts": 4}, "sampler": {"steps": 2}}},
+}}  # fmt: skip
+RUN_TIMEOUT_S = 400
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(n: int, grpc_offset: int) -> list[int]:
+    """n consecutive free loopback ports whose +grpc_offset twins (SeaweedFS's gRPC listeners) are free too."""
+    for _ in range(200):
+        base = random.randrange(12000, 30000)
+        ports = list(range(base, base + n))
+        if all(_bindable(p) and _bindable(p + grpc_offset) for p in ports):
+            return ports
+    raise RuntimeError("no free loopback ports")
+
+
+def _stack_cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "infra" / "stack.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def _drop_databases(*names: str) -> None:
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in names:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def _query(db: str, sql: str, *params):
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """`infra/stack.py up` on free loopback ports with this module's own databases; `down` (by its PIDs) after."""
+    root = tmp_path_factory.mktemp("stack")
+    project = root / "project"
+    project.mkdir()
+    s3, master, volume, filer, admin, mlflow_port, web, code = _free_ports(8, 10000)
+    suffix = uuid.uuid4().hex[:8]
+    variables = {
+        "VIDEODIT_STACK_DIR": str(root / "stack"), "VIDEODIT_PROJECT_DIR": str(project), "VIDEODIT_PRESET": "tiny",
+        "VIDEODIT_DAGSTER_DB": f"videodit_test_dagster_{suffix}", "VIDEODIT_MLFLOW_DB": f"videodit_test_mlflow_{suffix}",
+        "VIDEODIT_S3_BUCKET": "videodit-test", "AWS_ACCESS_KEY_ID": "videodit-test",
+        "AWS_SECRET_ACCESS_KEY": f"secret-{suffix}", "VIDEODIT_S3_PORT": str(s3), "VIDEODIT_WEED_MASTER_PORT": str(master),
+        "VIDEODIT_WEED_VOLUME_PORT": str(volume), "VIDEODIT_WEED_FILER_PORT": str(filer),
+        "VIDEODIT_WEED_ADMIN_PORT": str(admin), "VIDEODIT_WEED_GRPC_OFFSET": "10000",
+        "VIDEODIT_MLFLOW_PORT": str(mlflow_port), "VIDEODIT_MLFLOW_WORKERS": "1", "VIDEODIT_DAGSTER_PORT": str(web),
+        "VIDEODIT_CODE_SERVER_PORT": str(code), "VIDEODIT_S3_ENDPOINT": "", "PGHOST": "127.0.0.1", "PGPORT": "5432",
+        "PGUSER": "postgres",
+    }  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DAGSTER_", "AWS_"))}
+    env.update(variables)
+    settings = stack_module.Settings.from_env(env)
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "VIDEODIT_DAGSTER_PG_URL")}
+    try:
+        started = time.monotonic()
+        up = _stack_cli(env, "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        print(f"stack up in {time.monotonic() - started:.1f}s:\n{up.stdout}")
+        # This process opens the same instance as the daemon: DAGSTER_HOME and the PostgreSQL URL its yaml reads.
+        os.environ.update(DAGSTER_HOME=str(settings.dagster_home), VIDEODIT_DAGSTER_PG_URL=settings.client_env()["VIDEODIT_DAGSTER_PG_URL"])
+        instance = DagsterInstance.from_config(str(settings.dagster_home))
+        yield settings, env, instance
+        instance.dispose()
+    finally:
+        down = _stack_cli(env, "down")
+        print(down.stdout, down.stderr)
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        _drop_databases(settings.dagster_db, settings.mlflow_db)
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack):
+    """ONE run of the whole tiny graph, submitted through the webserver's GraphQL API into the daemon's run queue."""
+    settings, _, instance = stack
+    started = time.monotonic()
+    run_id = stack_module.submit(settings, "full_pipeline", FEWEST_STEPS)
+    state = stack_module.wait_for_run(settings, run_id, RUN_TIMEOUT_S)
+    print(f"full_pipeline through the stack: {state} in {time.monotonic() - started:.1f}s")
+    if state != "SUCCESS":
+        failures = [e.message for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event.is_failure]
+        pytest.fail(f"run {run_id} ended {state}: {failures[-3:]}")
+    # The registry URI too: left out, MLflow takes the process-wide one, which an earlier test may have pointed elsewhere.
+    return run_id, MlflowClient(settings.mlflow_uri, registry_uri=settings.mlflow_uri), Path(settings.project_dir)
+
+
+def _stop(settings, instance, run_id: str) -> str:
+    """Terminate a run and return its final status. Dagster refuses while the run is STARTING (and the daemon's view
+    of that can lag the instance's), so a refusal is retried until it goes through or the run is over."""
+    deadline = time.monotonic() + 120
+    while not instance.get_run_by_id(run_id).is_finished:
+        try:
+            stack_module.terminate(settings, run_id)
+            break
+        except DagsterGraphQLClientError as refused:
+            assert "STARTING" in str(refused) and time.monotonic() < deadline, refused
+            time.sleep(1)
+    return stack_module.wait_for_run(settings, run_id, 120)
+
+
+def _s3_keys(settings, prefix: str) -> list[str]:
+    client = stack_module._s3_client(settings)
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def test_the_run_went_through_the_queue_and_the_daemon_into_postgres(stack, pipeline):
+    settings, _, instance = stack
+    run_id, _, _ = pipeline
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+    assert isinstance(instance.run_storage, PostgresRunStorage) and isinstance(instance.event_log_storage, PostgresEventLogStorage)
+    run = instance.get_run_by_id(run_id)
+    assert run.status == DagsterRunStatus.SUCCESS and run.tags["videodit/gpu"] == "1"  # the run queue's GPU limit applies
+    events = instance.all_logs(run_id)
+    kinds = [e.dagster_event_type for e in events if e.dagster_event]
+    # Enqueued by the webserver, then launched by the daemon's QueuedRunCoordinatorDaemon (its log says so).
+    order = [DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS]
+    assert [k for k in kinds if k in order] == order
+    assert re.search(r"QueuedRunCoordinatorDaemon - \S*INFO\S* - Launched 1 runs", (settings.root / "logs" / "daemon.log").read_text())
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in kinds  # first try
+    checks = [e.dagster_event.event_specific_data for e in events if e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+    assert checks and all(c.passed for c in checks)
+    # The events are rows in this stack's PostgreSQL database, not in a SQLite file.
+    ((rows,),) = _query(settings.dagster_db, "SELECT count(*) FROM event_logs WHERE run_id = %s", run_id)
+    assert rows == len(events)
+    assert _query(settings.dagster_db, "SELECT status FROM runs WHERE run_id = %s", run_id) == [("SUCCESS",)]
+    assert not list(settings.dagster_home.glob("**/*.db"))
+
+
+def test_every_model_registers_through_the_server_with_its_aliases(pipeline):
+    _, client, _ = pipeline
+    for name in MODELS:
+        (version,) = client.search_model_versions(f"name = '{name}'")
+        assert version.status == "READY" and version.source.startswith("models:/m-")
+        assert str(client.get_model_version_by_alias(name, CHAMPION).version) == str(version.version) == "1"
+    dit = client.get_model_version_by_alias("videodit-dit", CHALLENGER)
+    assert "eval.overall" in dit.tags and dit.tags["promotion.promoted"] == "True"
+    onnx = client.get_model_version_by_alias("videodit-onnx", CHAMPION)
+    assert onnx.tags["dit_version"] == dit.version
+
+
+def test_runs_finish_and_no_logged_model_is_left_unregistered(stack, pipeline):
+    settings, _, _ = stack
+    run_id, client, root = pipeline
+    experiment = client.get_experiment_by_name("videodit")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.data.tags["dagster.run_id"] for r in runs} == {run_id}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    children = {r.data.tags["dagster.asset_key"] for r in runs if r.data.tags["videodit.role"] == "asset"}
+    assert children == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos"}
+    logged = {m.model_id for m in client.search_logged_models(experiment_ids=[experiment.experiment_id])}
+    registered = {v.source.removeprefix("models:/") for name in MODELS for v in client.search_model_versions(f"name = '{name}'")}
+    assert logged == registered and len(logged) == len(MODELS)
+    # Artifacts went through the server into the S3 bucket, none into the project.
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    assert [k for k in _s3_keys(settings, "mlartifacts/") if k.endswith("/MLmodel")] and not (root / "mlartifacts").exists()
+    # Runs and registry are rows in the MLflow server's PostgreSQL database.
+    assert {name for (name,) in _query(settings.mlflow_db, "SELECT name FROM registered_models")} == set(MODELS)
+    assert {rid for (rid,) in _query(settings.mlflow_db, "SELECT run_uuid FROM runs")} == {r.info.run_id for r in runs}
+
+
+def test_dvc_pushed_to_s3_and_pulled_back_into_a_fresh_checkout(stack, pipeline, tmp_path):
+    settings, env, _ = stack
+    _, _, root = pipeline
+    assert _s3_keys(settings, "dvc/files/md5/")  # DVC 3's remote layout
+    fresh = tmp_path / "checkout"
+    fresh.mkdir()
+    (fresh / "data.dvc").write_bytes((root / "data.dvc").read_bytes())
+    client_env = {**env, **settings.client_env()}
+    dvc = [sys.executable, "-m", "dvc"]
+    for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "stack", f"s3://{settings.s3_bucket}/dvc"], ["pull", "-q"]):
+        out = subprocess.run(dvc + args, cwd=fresh, env=client_env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    def digests(folder: Path) -> dict[str, str]:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+    pulled = digests(fresh / "data")
+    assert pulled and pulled == digests(root / "data")
+
+
+def test_the_champion_loads_through_the_server_and_predicts(stack, pipeline):
+    settings, _, _ = stack
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    mlflow.set_registry_uri(settings.mlflow_uri)
+    model = mlflow.pyfunc.load_model("models:/videodit-onnx@champion")
+    videos = np.asarray(model.predict(pd.DataFrame({"prompt": ["a red circle moves left"]}), params={"steps": 2}))
+    assert videos.ndim == 5 and videos.shape[0] == 1 and videos.shape[-1] == 3 and videos.dtype == np.uint8
+
+
+def test_wrong_s3_credentials_fail_with_a_sentence_naming_the_bucket(stack, pipeline):
+    settings, env, _ = stack
+    wrong = replace(settings, secret_key="not-the-secret")
+    with pytest.raises(SystemExit, match=f"s3://{settings.s3_bucket} at {settings.endpoint}"):
+        stack_module.check_bucket(wrong)
+    # DVC, as the raw_videos step calls it: a DataVersioningError naming the remote (and so the bucket).
+    script = (
+        "import shutil, sys\n"
+        "from videodit.data.versioning import DataVersioningError, version_data\n"
+        "try:\n"
+        "    version_data(sys.argv[1], 'data', sys.argv[2])\n"
+        "except DataVersioningError as exc:\n"
+        "    print(exc); sys.exit(3)\n"
+    )
+    copy = Path(settings.stack_dir) / "wrong-credentials"
+    (copy / "data").mkdir(parents=True)
+    (copy / "data" / "clip.txt").write_text("one more file: a new data version to push")
+    client_env = {**env, **settings.client_env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    out = subprocess.run([sys.executable, "-c", script, str(copy), f"s3://{settings.s3_bucket}/dvc"], env=client_env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert f"to remote s3://{settings.s3_bucket}/dvc" in out.stdout and "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_run_queued_while_the_daemon_is_down_is_launched_after_it_restarts(stack, pipeline):
+    settings, env, instance = stack
+    assert _stack_cli(env, "down", "daemon").returncode == 0
+    run_id = stack_module.submit(settings, "ingestion_job", {})
+    time.sleep(5)  # > 2 dequeue intervals: nothing may launch it
+    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.QUEUED
+    up = _stack_cli(env, "up", "daemon")
+    assert up.returncode == 0, up.stdout + up.stderr
+    deadline = time.monotonic() + 120
+    while instance.get_run_by_id(run_id).status == DagsterRunStatus.QUEUED and time.monotonic() < deadline:
+        time.sleep(1)
+    kinds = [e.dagster_event_type for e in instance.all_logs(run_id) if e.dagster_event]
+    assert DagsterEventType.RUN_ENQUEUED in kinds and DagsterEventType.RUN_STARTING in kinds  # launched by the new daemon
+    assert _stop(settings, instance, run_id) in ("SUCCESS", "CANCELED")  # that it was launched is under test, not the ingestion
+    status = _stack_cli(env, "status")
+    assert status.returncode == 0 and status.stdout.count("healthy") == 5, status.stdout
+
+
+SENSOR = "retrain_on_new_data"
+SENSOR_TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  __typename ... on Sensor { sensorState { status ticks(limit: 10) { timestamp status runIds skipReason } } } } }"""
+
+
+def _sensor_ticks(settings) -> list[dict]:
+    data = stack_module.graphql(settings, SENSOR_TICKS, {"selector": stack_module.sensor_selector(SENSOR)})
+    return data["sensorOrError"]["sensorState"]["ticks"]
+
+
+def _next_finished_tick(settings, after: float, timeout_s: float = 90) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = [t for t in _sensor_ticks(settings) if t["timestamp"] > after and t["status"] != "STARTED"]
+        if done:
+            return min(done, key=lambda t: t["timestamp"])
+        time.sleep(2)
+    raise TimeoutError(f"the daemon evaluated no tick of {SENSOR} within {timeout_s}s")
+
+
+def test_the_daemon_runs_the_sensor_once_per_data_version(stack, pipeline):
+    """A new data version of raw_videos starts exactly one retraining run; the same version again starts none.
+    The versions are reported as runless materializations (what the sensor reads), so no second ingestion is needed."""
+    from dagster import AssetMaterialization
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    settings, _, instance = stack
+    version = f"test-version-{uuid.uuid4().hex[:8]}"
+    instance.report_runless_asset_event(AssetMaterialization("raw_videos", tags={"dagster/data_version": version}))
+    started = time.time()
+    mutation = "mutation Start($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }"
+    assert stack_module.graphql(settings, mutation, {"s": stack_module.sensor_selector(SENSOR)})["startSensor"]["__typename"] == "Sensor"
+    first = _next_finished_tick(settings, started - 1)
+    assert first["status"] == "SUCCESS" and len(first["runIds"]) == 1, first
+    (run,) = instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR}))
+    assert run.run_id == first["runIds"][0] and run.job_name == "retraining_job"
+    assert run.tags["dagster/run_key"] == version and run.tags["videodit/gpu"] == "1"
+    _stop(settings, instance, run.run_id)  # what it would train is not under test here
+    # The same version again: the sensor asks, the run key is taken, no run.
+    instance.report_runless_asset_event(AssetMaterialization("raw_videos", tags={"dagster/data_version": version}))
+    again = _next_finished_tick(settings, first["timestamp"])
+    assert not again["runIds"], again
+    assert len(instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR}))) == 1
