@@ -166,8 +166,8 @@ def test_oversized_batch_file_is_refused_unread(workdir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--frames", "100000"], "frames=100000 is not supported by this model: use a value from 6 to 45"),
-        (["--size", "99999999x32"], "width=99999999 is not supported by this model: use a multiple of 8 from 8 to 128"),
+        (["--frames", "100000"], "frames=100000 is not supported by this model: use one of 5, 9, 13, ... 45 (steps of 4)"),
+        (["--size", "99999999x32"], "width=99999999 is not supported by this model: use a multiple of 8 from 8 to 192"),
     ],
 )
 def test_sizes_beyond_the_bundle_are_refused(workdir, bundle_dir, capsys, args, message):

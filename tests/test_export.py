@@ -22,6 +22,7 @@ from videodit.sampling import SamplerConfig, timestep_schedule
 PROMPTS = ["a red circle moves left", "a large blue square moves up"]
 MAX_GRAPH_DIFF = 1e-3
 MIN_PSNR_DB = 40.0
+VIDEO_BUCKETS = [(9, 32, 32), (5, 32, 32), (9, 24, 48), (5, 24, 48), (9, 48, 24), (5, 48, 24)]
 MIN_INT8_PSNR_DB = 30.0  # against the fp32 bundle; the demo size measures ~57 dB (bench/README.md)
 
 
@@ -39,6 +40,11 @@ def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
     assert spec["clip"]["latent_shape"] == [4, 3, 4, 4]
     assert spec["text"]["max_tokens"] == bundle.text_encoder.max_tokens
     assert spec["limits"]["dynamic_latent_thw"] is True
+    # The tiny preset's video buckets (its T=1 bucket trains images and is not served), which the limits cover.
+    assert [(b["frames"], b["height"], b["width"]) for b in spec["buckets"]] == VIDEO_BUCKETS
+    assert spec["limits"]["frames"] == {"minimum": 5, "maximum": 45, "multiple": 4}  # 1 + 4k, 2 to 4 × 3 latent frames
+    for name in ("height", "width"):
+        assert spec["limits"][name] == {"minimum": 8, "maximum": 4 * 48, "multiple": 8}
     assert spec["source_versions"] == {"model_version": "tiny-test"}
     assert spec["versions"]["onnxruntime"] and spec["opset"] == OPSET and spec["precision"] == "fp32"
     ops = {}
@@ -56,16 +62,19 @@ def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):
     with torch.no_grad():
         real_latents = bundle.vae.encode(clip).mean.numpy()
     diffs = graph_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, real_latents)
-    graphs = ("text_encoder", "condition", "dit", "vae_decoder")
-    assert set(diffs) == {f"{g}/{k}" for g in graphs for k in ("random", "real")}
+    buckets = [f"random/{f}x{h}x{w}" for f, h, w in VIDEO_BUCKETS]
+    expected = {f"{g}/{k}" for g in ("text_encoder", "condition") for k in ("random", "real")}
+    expected |= {f"{g}/{k}" for g in ("dit", "vae_decoder") for k in (*buckets, "real")}
+    assert set(diffs) == expected
     assert max(diffs.values()) < MAX_GRAPH_DIFF, diffs
 
 
-def test_torch_and_onnxruntime_make_the_same_video(bundle):
+def test_torch_and_onnxruntime_make_the_same_video_in_every_bucket(bundle):
     psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2])
-    assert min(psnrs) >= MIN_PSNR_DB, psnrs
+    assert list(psnrs) == [f"{f}x{h}x{w}" for f, h, w in VIDEO_BUCKETS]
+    assert min(min(p) for p in psnrs.values()) >= MIN_PSNR_DB, psnrs
     psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2], steps=2)
-    assert min(psnrs) >= MIN_PSNR_DB, psnrs
+    assert min(min(p) for p in psnrs.values()) >= MIN_PSNR_DB, psnrs
 
 
 def test_an_int8_bundle_quantizes_the_dit_step_and_stays_close_to_fp32(bundle):

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -55,8 +56,18 @@ def test_sessions_run_with_the_recorded_settings(bundle_dir):
     assert generator.vae_decoder.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
-def test_other_sizes_within_the_bundle_limits(generator):
-    (video,) = generator.generate(["a green triangle moves down"], [0], steps=1, frames=13, height=16, width=24)
+@pytest.mark.parametrize(("frames", "height", "width"), [(9, 32, 32), (5, 24, 48), (9, 48, 24)])
+def test_trained_buckets_generate_without_a_warning(generator, frames, height, width):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (video,) = generator.generate(["a green triangle moves down"], [0], steps=1, frames=frames, height=height,
+                                      width=width)  # fmt: skip
+    assert video.shape == (frames, height, width, 3)
+
+
+def test_other_sizes_within_the_bundle_limits_warn_that_they_were_not_trained(generator):
+    with pytest.warns(UserWarning, match=r"24x16 × 13 frames was not trained \(trained: 32x32 × 9 frames, 32x32 × 5"):
+        (video,) = generator.generate(["a green triangle moves down"], [0], steps=1, frames=13, height=16, width=24)
     assert video.shape == (13, 16, 24, 3)
 
 
@@ -106,9 +117,10 @@ def test_non_ascii_prompt_generates(generator):
 @pytest.mark.parametrize(
     ("size", "message"),
     [
-        ({"height": 30}, "height=30 is not supported by this model: use a multiple of 8 from 8 to 128"),
-        ({"width": 256}, "width=256 is not supported by this model: use a multiple of 8 from 8 to 128"),
-        ({"frames": 1}, "frames=1 is not supported by this model: use a value from 6 to 45"),
+        ({"height": 30}, "height=30 is not supported by this model: use a multiple of 8 from 8 to 192"),
+        ({"width": 256}, "width=256 is not supported by this model: use a multiple of 8 from 8 to 192"),
+        ({"frames": 1}, r"frames=1 is not supported by this model: use one of 5, 9, 13, ... 45 \(steps of 4\)"),
+        ({"frames": 6}, "frames=6 is not supported"),  # not 1 + 4k
     ],
 )
 def test_bad_sizes_name_the_allowed_values(generator, size, message):
@@ -157,7 +169,7 @@ def test_another_step_count_gets_its_schedule_at_the_bundles_shift(bundle_dir, t
 
 
 def test_a_bundle_of_an_older_format_is_refused_with_what_to_do(bundle_dir, tmp_path):
-    with pytest.raises(ValueError, match="format_version 1, this videodit reads 3: export the bundle again"):
+    with pytest.raises(ValueError, match="format_version 1, this videodit reads 4: export the bundle again"):
         edited_bundle(bundle_dir, tmp_path, lambda spec: spec.update(format_version=1))
 
 
@@ -193,12 +205,12 @@ def test_generator_runs_where_torch_cannot_be_imported(bundle_dir, tmp_path):
 def test_cli_writes_video_gif_sheet_and_manifest(bundle_dir, tmp_path):
     out = tmp_path / "out.mp4"
     code = main(["generate", "a red circle moves left", "-o", str(out), "--model", str(bundle_dir), "--steps", "2",
-                 "--seed", "3", "--size", "24x16", "--frames", "6"])  # fmt: skip
+                 "--seed", "3", "--size", "48x24", "--frames", "5"])  # fmt: skip
     assert code == 0
     assert out.stat().st_size > 0 and (tmp_path / "out.gif").is_file() and (tmp_path / "contact_sheet.png").is_file()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["videos"] == [{"prompt": "a red circle moves left", "seed": 3, "mp4": "out.mp4", "gif": "out.gif"}]
-    assert (manifest["steps"], manifest["frames"], manifest["height"], manifest["width"]) == (2, 6, 16, 24)
+    assert (manifest["steps"], manifest["frames"], manifest["height"], manifest["width"]) == (2, 5, 24, 48)
     assert (manifest["guidance"], manifest["shift"]) == (SAMPLER.guidance, SAMPLER.shift)
     assert manifest["model_versions"] == {"model_version": "tiny-test"}
     assert manifest["precision"] == "fp32"
@@ -225,6 +237,7 @@ def test_cli_batch_file_writes_one_clip_per_line(bundle_dir, tmp_path):
         (["--model", "/nonexistent/bundle"], "model folder not found: /nonexistent/bundle"),
         (["--size", "30x32"], "width=30 is not supported"),
         (["--frames", "1"], "frames=1 is not supported"),
+        (["--frames", "6"], "frames=6 is not supported by this model: use one of 5, 9, 13, ... 45 (steps of 4)"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(bundle_dir, tmp_path, capsys, args, message):
@@ -232,6 +245,15 @@ def test_cli_errors_are_one_line_with_exit_code_2(bundle_dir, tmp_path, capsys, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_cli_defaults_to_the_bundles_size_and_warns_of_an_untrained_one(bundle_dir, tmp_path):
+    assert main(["generate", "a red circle", "-o", str(tmp_path / "a.mp4"), "--model", str(bundle_dir), "--steps", "1"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert (manifest["frames"], manifest["height"], manifest["width"]) == (FRAMES, HEIGHT, WIDTH)
+    with pytest.warns(UserWarning, match="40x32 × 9 frames was not trained"):
+        assert main(["generate", "a red circle", "-o", str(tmp_path / "b" / "b.mp4"), "--model", str(bundle_dir),
+                     "--steps", "1", "--size", "40x32"]) == 0  # fmt: skip
 
 
 def test_cli_refuses_an_empty_prompt(bundle_dir, capsys):

@@ -26,6 +26,8 @@ from dagster_project.defs.schedules import weekly_retraining
 from dagster_project.defs.sensors import retrain_on_new_data
 from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspace
 from videodit.cli import main as cli_main
+from videodit.config import load_preset
+from videodit.data.config import video_buckets
 from videodit.generation.rest import invoke, serving
 from videodit.data.shards import ClipShards
 from videodit.data.synthetic import SHAPES_DOMAIN
@@ -35,6 +37,9 @@ from videodit.tracking.source import code_version
 
 ALL_ASSETS = list(defs.assets)
 ALL_CHECKS = list(defs.asset_checks)
+
+# The sizes the bundle serves and generated_videos renders.
+VIDEO_BUCKETS = [b.name for b in video_buckets(load_preset("tiny").buckets)]
 
 
 def _resources(root, tracking_uri=None):
@@ -78,10 +83,14 @@ def test_every_asset_materializes_with_real_values(pipeline):
     assert evaluation["generated"].startswith("![evaluation](data:image/png;base64,")
     onnx = _metadata(result, "onnx_models")
     assert onnx["max_graph_abs_diff"] < 1e-3 and onnx["min_end_to_end_psnr_db"] >= 40
+    assert set(onnx["end_to_end_psnr_db"]) == set(VIDEO_BUCKETS)  # parity in every bucket served
     generated = _metadata(result, "generated_videos")
-    manifest = json.loads((root / "artifacts" / "generated_videos" / "manifest.json").read_text())
-    assert generated["videos"] == len(manifest["videos"]) == 8
-    assert all((root / "artifacts" / "generated_videos" / v["mp4"]).stat().st_size > 0 for v in manifest["videos"])
+    assert generated["videos"] == 8 * len(VIDEO_BUCKETS)
+    for bucket in VIDEO_BUCKETS:  # the prompt list in every video bucket, a contact sheet each
+        folder = root / "artifacts" / "generated_videos" / bucket
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert len(manifest["videos"]) == 8 and all((folder / v["mp4"]).stat().st_size > 0 for v in manifest["videos"])
+        assert generated[f"contact_sheet_{bucket}"].startswith("![")
 
     # The registry: aliases on every model, the ONNX bundle following the champion.
     for name in ("videodit-vae", "videodit-dit", "videodit-onnx"):

@@ -37,7 +37,7 @@ def tiny_bundle() -> TinyBundle:
     # A non-trivial latent normalisation, so parity also covers its undoing inside vae_decoder.onnx.
     clip = {"fps": preset.fps, "frames": preset.frames, "height": preset.height, "width": preset.width,
             "latent_shift": 0.25, "latent_scale": 2.0}  # fmt: skip
-    export_bundle(vae, dit, text_encoder, out, SAMPLER, clip, {"model_version": "tiny-test"})
+    export_bundle(vae, dit, text_encoder, out, SAMPLER, clip, {"model_version": "tiny-test"}, preset.buckets)
     return TinyBundle(out, vae, dit, text_encoder)
 
 

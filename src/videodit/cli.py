@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="noise seed, >= 0; with --batch, prompt i uses seed + i")  # fmt: skip
     gen.add_argument("--guidance", type=guidance_scale,
                      help=f"classifier-free guidance scale, 0 to {MAX_GUIDANCE:g} (default: the bundle's)")  # fmt: skip
-    gen.add_argument("--frames", type=int, help="frames per video (default: the bundle's)")
-    gen.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, e.g. 64x64 (default: the bundle's)")
+    # The generator checks both against bundle.json (the graphs' limits, the trained sizes).
+    gen.add_argument("--frames", type=int, help="frames per video, 1 + r·k (default: the bundle's)")
+    gen.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, e.g. 96x48 (default: the bundle's)")
     return parser
 
 

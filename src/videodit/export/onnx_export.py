@@ -33,6 +33,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 from torch.export import Dim
 
+from videodit.data.config import Bucket, as_buckets, video_buckets
 from videodit.evaluation.image_quality import psnr
 from videodit.generation.onnx_generator import (
     BUNDLE_FORMAT_VERSION,
@@ -54,12 +55,12 @@ from videodit.config import ProjectConfig
 
 # 23: SDPA exports as one fused ONNX Attention node and tanh-GELU as one Gelu node (onnxruntime runs both fused).
 OPSET = op.version
-# Dynamic graphs accept latents up to this many times the training latent frames, height and width.
+# Dynamic graphs accept latents up to this many times the largest bucket's latent frames, height and width.
 MAX_SIZE_FACTOR = 4
 MAX_BATCH = 256
-# Dynamic graphs take three or more latent frames: torch.export specialises sizes 0 and 1, and the graphs are
-# exported and parity-checked from this length up.
-MIN_LATENT_FRAMES = 3
+# Dynamic graphs take two or more latent frames: torch.export specialises sizes 0 and 1, so image (T=1) buckets
+# cannot share the video graphs and are not served.
+MIN_LATENT_FRAMES = 2
 CLIP_KEYS = ("fps", "frames", "height", "width")
 # condition.onnx's outputs are dit.onnx's inputs of the same names.
 CONDITION_NAMES = {"inputs": ["text", "text_mask", "null_text", "null_mask"], "outputs": ["pooled", "text_kv", "cfg_mask"]}
@@ -151,23 +152,28 @@ def _export_with_fallback(
 
 
 def _size_limits(
-    vae: VideoVAE, dit: SpacetimeDiT, frames: int, height: int, width: int, dynamic: bool
+    vae: VideoVAE, dit: SpacetimeDiT, buckets: tuple[Bucket, ...], dynamic: bool
 ) -> dict[str, dict[str, int]]:
+    """The frames, heights and widths the graphs accept: ranges covering every bucket when dynamic, else the one
+    size exported. Frames step by r (times the temporal patch) from the fewest, so each is 1 + r·k."""
     s, r = vae.config.spatial_compression, vae.config.temporal_compression
     pt, ph, pw = dit.config.patch_size
     if not dynamic:
+        (b,) = buckets
         return {name: {"minimum": v, "maximum": v, "multiple": v} for name, v in
-                (("frames", frames), ("height", height), ("width", width))}  # fmt: skip
-    # Fewest frames whose latent length reaches MIN_LATENT_FRAMES, and the frames of the longest latent allowed.
-    fewest, most = 2 + r * (MIN_LATENT_FRAMES - 2), 1 + r * (MAX_SIZE_FACTOR * vae.latent_frames(frames) - 1)
-    # With a temporal patch > 1 only some latent lengths fit the DiT; keep the training length then.
-    lengths = (fewest, most) if pt == 1 else (frames, frames)
-    frame_range = {"minimum": lengths[0], "maximum": lengths[1], "multiple": 1}
+                (("frames", b.frames), ("height", b.height), ("width", b.width))}  # fmt: skip
+    fewest, most = (pt * p for p in _latent_t_patches(vae, dit, buckets))
     return {
-        "frames": frame_range,
-        "height": {"minimum": s * ph, "maximum": MAX_SIZE_FACTOR * height, "multiple": s * ph},
-        "width": {"minimum": s * pw, "maximum": MAX_SIZE_FACTOR * width, "multiple": s * pw},
+        "frames": {"minimum": 1 + r * (fewest - 1), "maximum": 1 + r * (most - 1), "multiple": r * pt},
+        "height": {"minimum": s * ph, "maximum": MAX_SIZE_FACTOR * max(b.height for b in buckets), "multiple": s * ph},
+        "width": {"minimum": s * pw, "maximum": MAX_SIZE_FACTOR * max(b.width for b in buckets), "multiple": s * pw},
     }
+
+
+def _latent_t_patches(vae: VideoVAE, dit: SpacetimeDiT, buckets: tuple[Bucket, ...]) -> tuple[int, int]:
+    """The fewest and most latent frames of the dynamic graphs, in temporal patches."""
+    pt = dit.config.patch_size[0]
+    return -(-MIN_LATENT_FRAMES // pt), MAX_SIZE_FACTOR * max(vae.latent_frames(b.frames) for b in buckets) // pt
 
 
 def export_bundle(
@@ -178,6 +184,7 @@ def export_bundle(
     sampler: SamplerConfig,
     clip: dict,
     source_versions: dict,
+    buckets: tuple[Bucket, ...] = (),
 ) -> Path:
     """Write text_encoder.onnx, condition.onnx, dit.onnx, vae_decoder.onnx, tokenizer/ and bundle.json (precision
     fp32; `quantize_bundle` makes an int8 copy) into `out_dir`.
@@ -185,7 +192,8 @@ def export_bundle(
     sampler: stored with its timesteps, which the generator then uses as they are. clip: fps, frames, height,
     width (the training clip, the default of generated videos) and optionally latent_shift and latent_scale (the
     DiT's latent normalisation, undone inside vae_decoder.onnx). source_versions: where the weights came from
-    (e.g. MLflow model URIs and run ids), stored as given.
+    (e.g. MLflow model URIs and run ids), stored as given. buckets: the preset's bucket table; its video buckets
+    (the clip size when none) are the sizes bundle.json names as trained, which the graphs' limits cover.
     """
     missing = [key for key in CLIP_KEYS if key not in clip]
     if missing:
@@ -196,7 +204,8 @@ def export_bundle(
     latent_shift = float(clip.get("latent_shift", 0.0))
     latent_scale = float(clip.get("latent_scale", 1.0))
     latent_shape = vae.latent_shape(frames, height, width)
-    channels, latent_t, latent_h, latent_w = latent_shape
+    channels = latent_shape[0]
+    trained = video_buckets(as_buckets(buckets)) or (Bucket(height, width, frames),)
     pt, ph, pw = dit.config.patch_size
     max_tokens, text_dim = text_encoder.max_tokens, text_encoder.dim
 
@@ -211,9 +220,11 @@ def export_bundle(
     )  # fmt: skip
 
     # Latent sizes as multiples of the patch, so dynamo can prove the DiT's patchify divides evenly.
-    t_dim = pt * Dim("latent_t_patches", min=MIN_LATENT_FRAMES, max=MAX_SIZE_FACTOR * latent_t // pt)
-    h_dim = ph * Dim("latent_h_patches", min=1, max=MAX_SIZE_FACTOR * latent_h // ph)
-    w_dim = pw * Dim("latent_w_patches", min=1, max=MAX_SIZE_FACTOR * latent_w // pw)
+    fewest_t, most_t = _latent_t_patches(vae, dit, trained)
+    s = vae.config.spatial_compression
+    t_dim = pt * Dim("latent_t_patches", min=fewest_t, max=most_t)
+    h_dim = ph * Dim("latent_h_patches", min=1, max=MAX_SIZE_FACTOR * max(b.height for b in trained) // (s * ph))
+    w_dim = pw * Dim("latent_w_patches", min=1, max=MAX_SIZE_FACTOR * max(b.width for b in trained) // (s * pw))
     latents = torch.randn(PARITY_BATCH, *latent_shape)
     text = torch.randn(PARITY_BATCH, max_tokens, text_dim)
     mask = torch.ones(PARITY_BATCH, max_tokens, dtype=torch.bool)
@@ -238,6 +249,8 @@ def export_bundle(
         {"latents": {0: batch, 2: t_dim, 3: h_dim, 4: w_dim}}, {"latents": {0: batch}},
     )  # fmt: skip
     dynamic = dit_dynamic and vae_dynamic
+    if not dynamic:  # fixed-size graphs serve the clip size alone
+        trained = (Bucket(height, width, frames),)
 
     tokenizer_dir = out / TOKENIZER_DIR
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
@@ -260,7 +273,8 @@ def export_bundle(
             "patch_size": list(dit.config.patch_size),
             "text_dim": text_dim,
         },
-        "limits": {"dynamic_latent_thw": dynamic, **_size_limits(vae, dit, frames, height, width, dynamic)},
+        "buckets": [asdict(b) for b in trained],
+        "limits": {"dynamic_latent_thw": dynamic, **_size_limits(vae, dit, trained, dynamic)},
         "graphs": {
             TEXT_ENCODER_ONNX: "input_ids, attention_mask int64 [B, L] -> tokens float32 [B, L, D], 2 <= L <= max_tokens",
             CONDITION_ONNX: "once per video: text [B, L, D], text_mask bool [B, L], null_text [1, L, D], null_mask "
@@ -284,14 +298,15 @@ def export_bundle(
 
 def export_pipeline(
     pipeline, text_encoder: MiniLMTextEncoder, out_dir: Path | str, sampler: SamplerConfig, fps: int,
-    source_versions: dict,
+    source_versions: dict, buckets: tuple[Bucket, ...],
 ) -> Path:  # fmt: skip
-    """`export_bundle` of a trained `DiTModule`: its EMA DiT and VAE, at its clip size and latent normalisation."""
+    """`export_bundle` of a trained `DiTModule`: its EMA DiT and VAE, at its clip size and latent normalisation,
+    serving the preset's `buckets`."""
     frames, height, width = pipeline.video_shape
     clip = {"fps": fps, "frames": frames, "height": height, "width": width,
             "latent_shift": pipeline.latent_shift, "latent_scale": pipeline.latent_scale}  # fmt: skip
     vae, dit = pipeline.vae.float().eval(), pipeline.ema.float().eval()
-    return export_bundle(vae, dit, text_encoder, out_dir, sampler, clip, source_versions)
+    return export_bundle(vae, dit, text_encoder, out_dir, sampler, clip, source_versions, buckets)
 
 
 def _max_abs_diff(session: ort.InferenceSession, module: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
@@ -313,8 +328,9 @@ def graph_parity(
 ) -> dict[str, float]:
     """Max abs difference of each graph against its PyTorch module: {"text_encoder/random": 3e-6, "dit/real": ...}.
 
-    Random inputs are seeded, at the bundle's training latent shape. real_prompts (captions) and real_latents
-    ([B, C, t, h, w], e.g. VAE means of real clips, one per prompt) add "/real" entries when given.
+    Random inputs are seeded; the latent graphs get them at every bucket of the bundle ("dit/random/9x32x32").
+    real_prompts (captions) and real_latents ([B, C, t, h, w], e.g. VAE means of real clips, one per prompt) add
+    "/real" entries when given.
     """
     spec = BundleSpec.load(bundle_dir)
     sessions = {name: ort.InferenceSession(str(spec.root / name), providers=["CPUExecutionProvider"])
@@ -324,19 +340,20 @@ def graph_parity(
     ids = torch.randint(0, vocab_size, (PARITY_BATCH, spec.max_tokens), generator=generator)
     lengths = torch.randint(1, spec.max_tokens + 1, (PARITY_BATCH, 1), generator=generator)
     random_text = {"input_ids": ids, "attention_mask": (torch.arange(spec.max_tokens) < lengths).long()}
-    latent_shape = spec.latent_shape(spec.frames, spec.height, spec.width)
-    inputs = {"random": (random_text, torch.randn(PARITY_BATCH, *latent_shape, generator=generator))}
+    random_latents = {f"random/{b.name}": torch.randn(PARITY_BATCH, *spec.latent_shape(b.frames, b.height, b.width),
+                                                      generator=generator) for b in spec.buckets}  # fmt: skip
+    inputs = {"random": (random_text, random_latents)}
     if real_prompts is not None and real_latents is not None:
         # Padded to the longest caption, as the generator feeds them: this also covers the dynamic caption length.
         batch = text_encoder.tokenizer(real_prompts, padding="longest", truncation=True,
                                        max_length=spec.max_tokens, return_tensors="pt")  # fmt: skip
         real_text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        inputs["real"] = (real_text, torch.from_numpy(real_latents).float())
+        inputs["real"] = (real_text, {"real": torch.from_numpy(real_latents).float()})
 
     decoder = VAEDecoderGraph(vae, spec.latent_shift, spec.latent_scale)
     step, condition, encoder = GuidedEulerStep(dit), GuidedCondition(dit), TextEncoderGraph(text_encoder)
     diffs: dict[str, float] = {}
-    for kind, (token_inputs, latents) in inputs.items():
+    for kind, (token_inputs, latents_by_name) in inputs.items():
         diffs[f"text_encoder/{kind}"] = _max_abs_diff(sessions[TEXT_ENCODER_ONNX], encoder, token_inputs)
         with torch.no_grad():
             text = encoder(**token_inputs)
@@ -345,10 +362,11 @@ def graph_parity(
         diffs[f"condition/{kind}"] = _max_abs_diff(sessions[CONDITION_ONNX], condition, caption_inputs)
         with torch.no_grad():
             conditioning = dict(zip(CONDITION_NAMES["outputs"], condition(**caption_inputs)))
-        step_inputs = {"latents": latents, "t": torch.tensor(0.75), "t_next": torch.tensor(0.5),
-                       "guidance": torch.tensor(4.0), **conditioning}  # fmt: skip
-        diffs[f"dit/{kind}"] = _max_abs_diff(sessions[DIT_ONNX], step, step_inputs)
-        diffs[f"vae_decoder/{kind}"] = _max_abs_diff(sessions[VAE_DECODER_ONNX], decoder, {"latents": latents})
+        for name, latents in latents_by_name.items():
+            step_inputs = {"latents": latents, "t": torch.tensor(0.75), "t_next": torch.tensor(0.5),
+                           "guidance": torch.tensor(4.0), **conditioning}  # fmt: skip
+            diffs[f"dit/{name}"] = _max_abs_diff(sessions[DIT_ONNX], step, step_inputs)
+            diffs[f"vae_decoder/{name}"] = _max_abs_diff(sessions[VAE_DECODER_ONNX], decoder, {"latents": latents})
     return diffs
 
 
@@ -360,17 +378,23 @@ def end_to_end_parity(
     prompts: list[str],
     seeds: list[int],
     steps: int | None = None,
-) -> list[float]:
-    """PSNR in dB, per prompt, between the PyTorch and the onnxruntime video at the bundle's clip size, both
-    sampled along the timesteps the generator uses (the bundle's own unless `steps` asks for another count)."""
+) -> dict[str, list[float]]:
+    """PSNR in dB, per bucket of the bundle and prompt ({"9x32x32": [52.1, 49.8], ...}), between the PyTorch and
+    the onnxruntime video, both sampled along the timesteps the generator uses (the bundle's own unless `steps`
+    asks for another count)."""
     generator = OnnxVideoGenerator(bundle_dir, providers=["CPUExecutionProvider"])
     spec, sampler = generator.spec, generator.sampler(steps)
-    onnx_videos = generator.generate(prompts, seeds, steps)
-    torch_videos = generate_videos(
-        vae, dit, text_encoder, prompts, seeds, generator.timesteps(sampler), sampler.guidance,
-        (spec.frames, spec.height, spec.width), spec.latent_shift, spec.latent_scale,
-    )  # fmt: skip
-    return [psnr(a, b) for a, b in zip(torch_videos, onnx_videos)]
+    psnrs = {}
+    for bucket in spec.buckets:
+        size = (bucket.frames, bucket.height, bucket.width)
+        onnx_videos = generator.generate(prompts, seeds, steps, frames=bucket.frames, height=bucket.height,
+                                         width=bucket.width)  # fmt: skip
+        torch_videos = generate_videos(
+            vae, dit, text_encoder, prompts, seeds, generator.timesteps(sampler), sampler.guidance, size,
+            spec.latent_shift, spec.latent_scale,
+        )  # fmt: skip
+        psnrs[bucket.name] = [psnr(a, b) for a, b in zip(torch_videos, onnx_videos)]
+    return psnrs
 
 
 def quantize_bundle(bundle_dir: Path | str, out_dir: Path | str) -> Path:

@@ -7,7 +7,8 @@ The bundle (written by `videodit.export.export_bundle`) holds four graphs and a 
   dit.onnx           one classifier-free-guided Euler step of the rectified-flow sampler (DiT inside)
   vae_decoder.onnx   latents [B, C, t, h, w] -> video [B, 3, 1 + r(t-1), H, W] in [-1, 1]
 and bundle.json with the sampler (its settings and the exact float32 timesteps it was exported with), the clip
-defaults, the sizes the graphs accept and the precision of the graphs ("fp32", or "int8": a quantized copy).
+defaults, the sizes the model was trained at (its preset's video buckets: other sizes the graphs accept get a
+warning), the sizes the graphs accept and the precision of the graphs ("fp32", or "int8": a quantized copy).
 
 The sampler is the one torch evaluates with: `videodit.sampling`'s schedule, per-prompt noise and Euler loop,
 stepping through dit.onnx, which is `videodit.models.rectified_flow.GuidedEulerStep` exported (and condition.onnx
@@ -32,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from videodit.data.config import Bucket, as_buckets
 from videodit.sampling import SamplerConfig, euler, initial_noise, prompt_seeds, to_uint8_videos
 
 BUNDLE_JSON = "bundle.json"
@@ -43,7 +45,8 @@ TOKENIZER_DIR = "tokenizer"
 TOKENIZER_JSON = "tokenizer.json"
 # 2: the sampler with its shift and exact timesteps ("sampler"), the clip defaults apart ("clip", "text").
 # 3: the captions' conditioning in condition.onnx, once per video, which dit.onnx takes; "precision".
-BUNDLE_FORMAT_VERSION = 3
+# 4: the trained sizes ("buckets"); frame limits step by r from the fewest frames, so each count is 1 + r·k.
+BUNDLE_FORMAT_VERSION = 4
 
 # Prompts per DiT batch (each runs twice: conditional and unconditional); bounds memory for long prompt files.
 MAX_BATCH = 8
@@ -60,14 +63,16 @@ class SizeRange:
     multiple: int
 
     def allows(self, value: int) -> bool:
-        return self.minimum <= value <= self.maximum and value % self.multiple == 0
+        return self.minimum <= value <= self.maximum and (value - self.minimum) % self.multiple == 0
 
     def describe(self) -> str:
         if self.minimum == self.maximum:
             return f"{self.minimum} (this bundle was exported at a fixed size)"
-        if self.multiple == 1:
-            return f"a value from {self.minimum} to {self.maximum}"
-        return f"a multiple of {self.multiple} from {self.minimum} to {self.maximum}"
+        if self.minimum % self.multiple == 0:
+            return f"a multiple of {self.multiple} from {self.minimum} to {self.maximum}"
+        values = range(self.minimum, self.maximum + 1, self.multiple)  # e.g. frames 1 + r·k
+        shown = ", ".join(map(str, values)) if len(values) <= 4 else f"{', '.join(map(str, values[:3]))}, ... {self.maximum}"
+        return f"one of {shown} (steps of {self.multiple})"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class BundleSpec:
     frame_range: SizeRange
     height_range: SizeRange
     width_range: SizeRange
+    buckets: tuple[Bucket, ...]  # the sizes the model was trained at
     source_versions: dict
     precision: str  # of dit.onnx (and vae_decoder.onnx where quantizing it held quality): "fp32" or "int8"
 
@@ -136,6 +142,7 @@ class BundleSpec:
             frame_range=SizeRange(**limits["frames"]),
             height_range=SizeRange(**limits["height"]),
             width_range=SizeRange(**limits["width"]),
+            buckets=as_buckets(raw["buckets"]),
             source_versions=raw["source_versions"],
             precision=raw["precision"],
         )
@@ -261,7 +268,7 @@ class OnnxVideoGenerator:
         return sampler.timesteps()
 
     def check_request(self, prompts: list[str], frames: int, height: int, width: int) -> None:
-        """Raise ValueError naming the offending value and what is allowed."""
+        """Raise ValueError naming the offending value and what is allowed; warn of a size not trained at."""
         if isinstance(prompts, str) or not prompts:
             raise ValueError("prompts must be a non-empty list of strings")
         for index, prompt in enumerate(prompts):
@@ -275,6 +282,10 @@ class OnnxVideoGenerator:
         ):
             if not allowed.allows(value):
                 raise ValueError(f"{name}={value} is not supported by this model: use {allowed.describe()}")
+        if not any((b.frames, b.height, b.width) == (frames, height, width) for b in self.spec.buckets):
+            trained = ", ".join(f"{b.width}x{b.height} × {b.frames} frames" for b in self.spec.buckets)
+            warnings.warn(f"{width}x{height} × {frames} frames was not trained (trained: {trained}): expect lower "
+                          "quality", UserWarning, stacklevel=3)  # fmt: skip
 
     def encode_text(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Caption tokens [B, L, D] float32 and mask [B, L] bool; warns about prompts cut to max_tokens."""
