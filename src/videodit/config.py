@@ -26,8 +26,8 @@ from videodit.sampling import SamplerConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Section fields that are the clip geometry under another name: set once, at the top level, copied in.
-GEOMETRY = {"synthetic": {"n_frames": "frames", "height": "height", "width": "width", "fps": "fps", "buckets": "buckets"},
-            "curation": {"n_frames": "frames", "height": "height", "width": "width", "fps": "fps", "buckets": "buckets"}}  # fmt: skip
+CLIP_FIELDS = {"n_frames": "frames", "height": "height", "width": "width", "fps": "fps", "buckets": "buckets"}
+GEOMETRY = {"synthetic": CLIP_FIELDS, "curation": CLIP_FIELDS}
 
 
 # Fields checkpoints of earlier versions carry: the sampler settings (the preset's `sampler` now) and the joint-image
