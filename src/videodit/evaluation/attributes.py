@@ -73,6 +73,8 @@ class ShapeTrack:
     box_height: np.ndarray  # [T] pixels
     fill_ratio: np.ndarray  # [T] blob pixels / bounding-box pixels
     row_skewness: np.ndarray  # [T] skewness of the blob's row coordinates; < 0: mass sits low
+    area: np.ndarray  # [T] blob pixels
+    frame_colour: np.ndarray  # [T, 3] mean RGB (0-255) of the blob's pixels in each frame
     colour: np.ndarray  # [3] median RGB (0-255) of all blob pixels; zeros when there are none
     peak_brightness: float  # 0-255
     background_level: float  # 0-255, median brightness outside the foreground
@@ -92,8 +94,9 @@ def track_shape(video: np.ndarray) -> ShapeTrack:
     peak = float(np.percentile(brightness, PEAK_PERCENTILE))
     foreground = brightness >= max(MIN_PEAK_BRIGHTNESS, HALF_MAXIMUM * peak)
     per_frame = {key: np.full(n_frames, np.nan) for key in (
-        "blob_share", "centroid_x", "centroid_y", "box_width", "box_height", "fill_ratio", "row_skewness",
+        "blob_share", "centroid_x", "centroid_y", "box_width", "box_height", "fill_ratio", "row_skewness", "area",
     )}  # fmt: skip
+    per_frame["frame_colour"] = np.full((n_frames, 3), np.nan)
     present = np.zeros(n_frames, dtype=bool)
     blob_pixels = []
     for t in range(n_frames):
@@ -112,7 +115,9 @@ def track_shape(video: np.ndarray) -> ShapeTrack:
         per_frame["box_height"][t] = box_height
         per_frame["fill_ratio"][t] = len(ys) / (box_width * box_height)
         per_frame["row_skewness"][t] = _skewness(ys)
+        per_frame["area"][t] = len(ys)
         blob_pixels.append(video[t][blob])
+        per_frame["frame_colour"][t] = blob_pixels[-1].mean(axis=0)
     colour = np.median(np.concatenate(blob_pixels), axis=0) if blob_pixels else np.zeros(3)
     background = brightness[~foreground]
     return ShapeTrack(

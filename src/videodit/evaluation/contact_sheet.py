@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,10 @@ CAPTION_MARGIN = 3
 CAPTION_COLOUR = (230, 230, 230)
 SHEET_BACKGROUND = (24, 24, 24)
 FRAME_GAP = 2  # px of background between frames and rows, so black frames don't merge
+# Frames that were given to the generator (conditioning frames) get an outline drawn inside the cell, so the
+# sheet keeps its size; amber stands out against black backgrounds and every shape colour alike.
+GIVEN_FRAME_OUTLINE = (255, 176, 0)
+GIVEN_FRAME_OUTLINE_WIDTH = 3  # px on the sheet
 
 
 def display_scale(height: int) -> int:
@@ -31,8 +36,17 @@ def _upscaled(frame: np.ndarray, scale: int) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
-def contact_sheet(videos: list[np.ndarray], captions: list[str] | None = None, frames_per_row: int = 8) -> Image.Image:
+def contact_sheet(
+    videos: list[np.ndarray],
+    captions: list[str] | None = None,
+    frames_per_row: int = 8,
+    given_frames: list[Sequence[int]] | None = None,
+) -> Image.Image:
     """One row per clip of `frames_per_row` evenly spaced frames, each row under its caption if given.
+
+    `given_frames[i]` lists the frame indices of `videos[i]` that were given rather than generated; those of
+    them that the row shows are outlined in GIVEN_FRAME_OUTLINE (the first frame is always shown, and the last
+    one too when frames_per_row >= 2).
 
     All clips must share one frame size. With s = display_scale(H), n = len(videos), g = FRAME_GAP and
     b = CAPTION_HEIGHT when captions are given (else 0) the sheet is
@@ -44,8 +58,13 @@ def contact_sheet(videos: list[np.ndarray], captions: list[str] | None = None, f
         raise ValueError(f"got {len(videos)} videos but {len(captions)} captions")
     if frames_per_row < 1:
         raise ValueError(f"frames_per_row must be >= 1, got {frames_per_row}")
+    if given_frames is not None and len(given_frames) != len(videos):
+        raise ValueError(f"got {len(videos)} videos but {len(given_frames)} lists of given frames")
     for index, video in enumerate(videos):
         check_video(video, f"videos[{index}]")
+        outside = [t for t in (given_frames[index] if given_frames is not None else ()) if not 0 <= t < len(video)]
+        if outside:
+            raise ValueError(f"given_frames[{index}] has indices {outside} outside the clip's {len(video)} frames")
     frame_height, frame_width = videos[0].shape[1:3]
     if any(video.shape[1:3] != (frame_height, frame_width) for video in videos):
         raise ValueError(f"all videos must share one frame size; sizes: {sorted({v.shape[1:3] for v in videos})}")
@@ -66,8 +85,13 @@ def contact_sheet(videos: list[np.ndarray], captions: list[str] | None = None, f
             draw.text((CAPTION_MARGIN, top + CAPTION_MARGIN), captions[row], fill=CAPTION_COLOUR, font=font)
         # Short clips repeat frames rather than leave gaps, so every row has the same width.
         frame_indices = np.linspace(0, len(video) - 1, frames_per_row).round().astype(int)
+        given = set(given_frames[row]) if given_frames is not None else set()
         for column, t in enumerate(frame_indices):
-            sheet.paste(_upscaled(video[t], scale), (column * (cell_width + FRAME_GAP), top + band))
+            left = column * (cell_width + FRAME_GAP)
+            sheet.paste(_upscaled(video[t], scale), (left, top + band))
+            if t in given:
+                corners = (left, top + band, left + cell_width - 1, top + band + cell_height - 1)
+                draw.rectangle(corners, outline=GIVEN_FRAME_OUTLINE, width=GIVEN_FRAME_OUTLINE_WIDTH)
     return sheet
 
 
