@@ -33,7 +33,8 @@ def bundle():
 
 def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
     names = {p.name for p in bundle.path.iterdir()}
-    assert {"text_encoder.onnx", "condition.onnx", "dit.onnx", "vae_decoder.onnx", "tokenizer", "bundle.json"} <= names
+    assert {"text_encoder.onnx", "condition.onnx", "dit.onnx", "vae_encoder.onnx", "vae_decoder.onnx", "tokenizer",
+            "bundle.json"} <= names  # fmt: skip
     assert (bundle.path / "tokenizer" / "tokenizer.json").is_file()
     spec = json.loads((bundle.path / "bundle.json").read_text())
     assert spec["sampler"] == {"steps": 3, "guidance": 4.0, "shift": 1.0, "timesteps": SAMPLER.timesteps().tolist()}
@@ -48,7 +49,7 @@ def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
     assert spec["source_versions"] == {"model_version": "tiny-test"}
     assert spec["versions"]["onnxruntime"] and spec["opset"] == OPSET and spec["precision"] == "fp32"
     ops = {}
-    for graph in ("text_encoder", "condition", "dit", "vae_decoder"):  # every graph was written at the pinned opset
+    for graph in ("text_encoder", "condition", "dit", "vae_encoder", "vae_decoder"):  # all at the pinned opset
         model = onnx.load(bundle.path / f"{graph}.onnx", load_external_data=False)
         assert {o.domain: o.version for o in model.opset_import}[""] == OPSET, graph
         ops[graph] = {node.op_type for node in model.graph.node}
@@ -64,7 +65,7 @@ def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):
     diffs = graph_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, real_latents)
     buckets = [f"random/{f}x{h}x{w}" for f, h, w in VIDEO_BUCKETS]
     expected = {f"{g}/{k}" for g in ("text_encoder", "condition") for k in ("random", "real")}
-    expected |= {f"{g}/{k}" for g in ("dit", "vae_decoder") for k in (*buckets, "real")}
+    expected |= {f"{g}/{k}" for g in ("dit", "vae_encoder", "vae_decoder") for k in (*buckets, "real")}
     assert set(diffs) == expected
     assert max(diffs.values()) < MAX_GRAPH_DIFF, diffs
 

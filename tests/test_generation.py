@@ -169,7 +169,7 @@ def test_another_step_count_gets_its_schedule_at_the_bundles_shift(bundle_dir, t
 
 
 def test_a_bundle_of_an_older_format_is_refused_with_what_to_do(bundle_dir, tmp_path):
-    with pytest.raises(ValueError, match="format_version 1, this videodit reads 4: export the bundle again"):
+    with pytest.raises(ValueError, match="format_version 1, this videodit reads 5: export the bundle again"):
         edited_bundle(bundle_dir, tmp_path, lambda spec: spec.update(format_version=1))
 
 

@@ -170,7 +170,7 @@ class StraightPathOracle:
         is_null = (text == 0).all(dim=(1, 2)).view(-1, 1, 1, 1, 1)
         repeats = x.shape[0] // len(self.towards_text)
         target = torch.where(is_null, self.towards_null, self.towards_text.repeat(repeats, 1, 1, 1, 1))
-        return (x - target) / t.view(-1, 1, 1, 1, 1)
+        return (x - target) / t[:, None, :, None, None]  # t per latent frame
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0, 0.0])

@@ -31,9 +31,11 @@ class DagsterProgress(L.Callback):
         self.context.log.info(f"step {step}/{self.total} ({100 * step / self.total:.0f}%){loss_text}, {rate:.1f} steps/s")
 
 
-def log_video_samples(run: TrackedRun, videos: list[np.ndarray], captions: list[str], name: str, fps: float, out_dir: Path) -> MetadataValue:
-    """A contact sheet and GIFs into MLflow; the sheet also inline for the Dagster UI."""
-    sheet = contact_sheet(videos, captions)
+def log_video_samples(run: TrackedRun, videos: list[np.ndarray], captions: list[str], name: str, fps: float, out_dir: Path,
+                      given_frames: list[list[int]] | None = None) -> MetadataValue:  # fmt: skip
+    """A contact sheet and GIFs into MLflow; the sheet also inline for the Dagster UI. `given_frames` per video:
+    the frames it was conditioned on, outlined in the sheet."""
+    sheet = contact_sheet(videos, captions, given_frames=given_frames)
     sheet_path = out_dir / f"{name}.png"
     sheet.save(sheet_path)
     run.client.log_artifact(run.run_id, str(sheet_path), "samples")

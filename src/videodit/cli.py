@@ -1,5 +1,10 @@
 """`videodit generate "a red circle moves left" -o out.mp4`: text to video with an exported ONNX bundle.
 
+The same model animates an image (--image), ends at one (--last-image; both: interpolation), continues a video
+(--extend, --extend-backward) and makes videos longer than its window (--frames beyond the trained length,
+generated window by window). Given images and videos are fitted to the size generated, by default the trained
+size nearest their aspect ratio.
+
 --model is a bundle folder or an MLflow URI (models:/name@alias, runs:/...), looked up in the tracking store in
 MLFLOW_TRACKING_URI, else the project's sqlite:///<project>/mlflow.db, the project being VIDEODIT_PROJECT_DIR or
 else the current folder. A store that does not exist is an error: the lookup never creates one. Generation runs
@@ -213,12 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"classifier-free guidance scale, 0 to {MAX_GUIDANCE:g} (default: the bundle's)")  # fmt: skip
     # The generator checks both against bundle.json (the graphs' limits, the trained sizes).
     gen.add_argument("--frames", type=int, help="frames per video, 1 + r·k (default: the bundle's)")
-    gen.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, e.g. 96x48 (default: the bundle's)")
+    gen.add_argument("--size", type=parse_size,
+                     help="WIDTHxHEIGHT, e.g. 96x48 (default: the bundle's, or the trained size nearest the aspect "
+                     "ratio of a given image or video)")  # fmt: skip
+    gen.add_argument("--image", type=utf8_path, help="an image the video starts from (image-to-video)")
+    gen.add_argument("--last-image", type=utf8_path, help="an image the video ends at (with --image: interpolation)")
+    gen.add_argument("--extend", type=utf8_path, metavar="VIDEO",
+                     help="a video to continue by --frames new frames (default: one window)")  # fmt: skip
+    gen.add_argument("--extend-backward", action="store_true", help="with --extend: generate what leads into the video")
     return parser
 
 
 def generate(args: argparse.Namespace) -> Path:
     from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
+    from videodit.generation.modes import GenerationRequest, generate_request
     from videodit.sampling import prompt_seeds
 
     if (args.prompt is None) == (args.batch is None):
@@ -227,20 +240,22 @@ def generate(args: argparse.Namespace) -> Path:
     out_dir, names = output_plan(args, len(prompts))
     check_output_folder(out_dir)
     seeds = prompt_seeds(args.seed, len(prompts))
-    width, height = args.size or (None, None)
 
     started = time.perf_counter()
     bundle = resolve_bundle(args.model)
     generator = OnnxVideoGenerator(bundle)
     loaded = time.perf_counter()
-    videos = generator.generate(prompts, seeds, args.steps, args.guidance, args.frames, height, width)
+    request = GenerationRequest(prompts, seeds, args.steps, args.guidance, args.frames, args.size, args.image,
+                                args.last_image, args.extend, args.extend_backward)  # fmt: skip
+    videos, conditioning = generate_request(generator, request)
     generated = time.perf_counter()
 
     spec = generator.spec
-    clips = [GeneratedClip(n, p, s, v) for n, p, s, v in zip(names, prompts, seeds, videos)]
+    clips = [GeneratedClip(n, p, s, v, conditioning["given_frames"]) for n, p, s, v in zip(names, prompts, seeds, videos)]
     settings = {
         "model": args.model,
         "model_versions": spec.source_versions,
+        "conditioning": conditioning,
         **asdict(generator.sampler(args.steps, args.guidance)),
         "frames": videos[0].shape[0],
         "height": videos[0].shape[1],
@@ -260,7 +275,7 @@ def generate(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     try:
         manifest = generate(build_parser().parse_args(argv))
-    except (UsageError, ValueError, FileNotFoundError) as exc:
+    except (UsageError, ValueError, FileNotFoundError) as exc:  # InputError is a ValueError naming the file
         print(f"videodit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"wrote {manifest.parent} ({manifest.name}, MP4s, GIFs, contact sheet)")

@@ -96,6 +96,14 @@ class DiTTrainConfig(TrainConfig):
     caption_dropout: float = 0.1  # captions replaced by "" so the model also learns the unconditional velocity
     timestep_mean: float = 0.0  # logit-normal timestep sampling: t = sigmoid(N(mean, std))
     timestep_std: float = 1.0
+    # Samples trained with some latent frames given (first, first k, last, first + last): what image-to-video,
+    # extension and interpolation sample from (`rectified_flow.conditioning_frames`); 0 trains text-to-video only.
+    condition_fraction: float = 0.25
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.condition_fraction <= 1.0:
+            raise ValueError(f"condition_fraction={self.condition_fraction} must be from 0 to 1")
 
 
 @dataclass
@@ -199,6 +207,9 @@ def check_config(cfg: ProjectConfig) -> None:
         errors.append(f"vae_train.crop_size={crop} must be a multiple of {cfg.vae.spatial_compression} and fit in {cfg.height}×{cfg.width}")
     if cfg.vae_train.clip_frames > cfg.frames:
         errors.append(f"vae_train.clip_frames={cfg.vae_train.clip_frames} is longer than the clips (frames={cfg.frames})")
+    if cfg.dit_train.condition_fraction and cfg.dit.patch_size[0] != 1:
+        errors.append(f"dit_train.condition_fraction={cfg.dit_train.condition_fraction} gives single latent frames, "
+                      f"which dit.patch_size={cfg.dit.patch_size} groups in time: use a temporal patch of 1")  # fmt: skip
     if cfg.evaluation.primary_metric not in METRICS:
         errors.append(f"evaluation.primary_metric={cfg.evaluation.primary_metric!r} is not one of {', '.join(METRICS)}")
     if errors:

@@ -18,7 +18,8 @@ from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import log_video_samples
 from dagster_project.config import EvaluationSection, SamplerSection, overrides
 from dagster_project.defs.resources import MLflowTracking, TrackedRun, Workspace
-from videodit.data.synthetic import SHAPES_DOMAIN
+from videodit.data.synthetic import SHAPES_DOMAIN, unseen_clips
+from videodit.evaluation.conditioning_report import ConditionedSample, evaluate_conditioning
 from videodit.evaluation.confusion import confusion_sheet
 from videodit.evaluation.contact_sheet import png_data_uri
 from videodit.evaluation.model_report import LOWER_IS_BETTER, EvaluationConfig, evaluate_pipeline
@@ -42,11 +43,23 @@ class ModelEvaluationConfig(Config):
     sampler: SamplerSection = Field(default_factory=SamplerSection)  # what the challenger (and a re-scored champion) sample with
 
 
+def _load(checkpoint: Path) -> DiTModule:
+    return DiTModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+
+
 def _evaluate(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, checkpoint: Path) -> tuple[dict, dict]:
     """(metrics, samples) of the pipeline saved at `checkpoint`, on this project's clips."""
-    pipeline = DiTModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     with failing_on_corrupt_shards("training_clips"):
-        return evaluate_pipeline(pipeline, workspace.artifacts("training_clips"), settings, sampler, SHAPES_DOMAIN)
+        return evaluate_pipeline(_load(checkpoint), workspace.artifacts("training_clips"), settings, sampler, SHAPES_DOMAIN)
+
+
+def _evaluate_conditioning(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, checkpoint: Path) -> tuple[dict, dict]:
+    """(metrics, videos per mode) of the conditioned modes, on clips of the unseen split's combinations drawn at
+    the preset's clip size (never trained on)."""
+    if not settings.conditioned_prompts:
+        return {}, {}
+    samples = [ConditionedSample(p, c) for p, c in unseen_clips(workspace.config().synthetic, settings.conditioned_prompts, settings.seed)]
+    return evaluate_conditioning(_load(checkpoint), samples, sampler, SHAPES_DOMAIN, settings.seed, settings.long_video_windows)
 
 
 def _evaluation_hash(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig) -> str:
@@ -76,10 +89,11 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
     pointer = read_pointer(workspace, "dit_model")
     with mlflow_tracking.asset_run(context, workspace) as run:
         metrics, samples = _evaluate(workspace, settings, sampler, Path(pointer["checkpoint"]))
+        conditioned, conditioned_videos = _evaluate_conditioning(workspace, settings, sampler, Path(pointer["checkpoint"]))
         evaluation_hash = _evaluation_hash(workspace, settings, sampler)
         run.log_params({"evaluation": settings.__dict__, "sampler": asdict(sampler), "evaluation_hash": evaluation_hash,
                         "dit_version": pointer["version"]})  # fmt: skip
-        for name, value in metrics.items():
+        for name, value in {**metrics, **conditioned}.items():
             run.client.log_metric(run.run_id, f"eval/{name}", value)
         challenger = record_scores(run.client, DIT_MODEL, pointer["version"], metrics, evaluation_hash)
         decision = promote_if_better(
@@ -100,11 +114,17 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
         confusion = confusion_sheet(unseen["per_clip"], SHAPES_DOMAIN)
         confusion.save(out_dir / CONFUSION_FILE)
         run.client.log_artifact(run.run_id, str(out_dir / CONFUSION_FILE), "evaluation")
-        report = {"metrics": metrics, "decision": decision.__dict__, "dit_version": pointer["version"], "min_overall": settings.min_overall}
+        mode_sheets = {
+            f"conditioned_{mode}": log_video_samples(run, shown["videos"], shown["prompts"], f"conditioned_{mode}", preset.fps,
+                                                     out_dir, shown["given_frames"])
+            for mode, shown in conditioned_videos.items()
+        }  # fmt: skip
+        report = {"metrics": metrics, "conditioned": conditioned, "decision": decision.__dict__,
+                  "dit_version": pointer["version"], "min_overall": settings.min_overall}  # fmt: skip
         (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return MaterializeResult(
         metadata={
-            **{name: MetadataValue.float(value) for name, value in metrics.items()},
+            **{name: MetadataValue.float(value) for name, value in {**metrics, **conditioned}.items()},
             "challenger": f"{DIT_MODEL} v{pointer['version']}",
             "champion_before": f"v{decision.champion_version}" if decision.champion_version else "none",
             "champion_score_before": decision.champion_score if decision.champion_score is not None else "none",
@@ -113,6 +133,7 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
             "decision": decision.reason,
             "generated": sheet,
             "confusion_unseen": MetadataValue.md(f"![confusion, unseen split]({png_data_uri(confusion)})"),
+            **mode_sheets,  # the given frames outlined
         }
     )
 

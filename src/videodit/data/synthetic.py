@@ -119,6 +119,15 @@ def render_clip(
     return frames
 
 
+def unseen_clips(config: SyntheticConfig, n: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """(prompt, clip) for the first `n` held-out combinations, each in its unseen-split prompt: clips that are never
+    trained on, drawn to give evaluation the frames it conditions on (an image to animate, a clip to extend)."""
+    rng = np.random.default_rng(seed)
+    prompts = SHAPES_DOMAIN.unseen_prompts()
+    return [(prompt, render_clip(*combination, config, rng))
+            for prompt, combination in list(zip(prompts, HELD_OUT_COMBINATIONS))[:n]]  # fmt: skip
+
+
 def caption_for(shape: str, colour: str, size: str, direction: str, rng: np.random.Generator) -> str:
     template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
     return template.format(

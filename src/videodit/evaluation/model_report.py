@@ -35,6 +35,9 @@ class EvaluationConfig:
     max_val_clips: int = 64
     primary_metric: str = "overall"
     min_overall: float = 0.0  # the quality floor of the `evaluation_meets_minimum` check
+    # Unseen-split clips whose frames the conditioned modes are scored on (`conditioning_report`); 0: not scored.
+    conditioned_prompts: int = 8
+    long_video_windows: int = 3  # windows of each long video scored
 
 
 def evaluation_prompts(n: int, domain: Domain) -> list[str]:

@@ -2,8 +2,9 @@
 
 `export_bundle` writes the folder `videodit.generation.OnnxVideoGenerator` reads (see that module for the
 layout). The DiT is exported as two graphs: the captions' conditioning (pooled embedding, every block's
-cross-attention K/V), run once per video, and one classifier-free-guided Euler step taking it, so a generator
-calls one graph per step and can keep the latents and the conditioning on its device between steps.
+cross-attention K/V), run once per video, and one classifier-free-guided Euler step taking it and the given
+latent frames, so a generator calls one graph per step and can keep the latents and the conditioning on its
+device between steps. The VAE encoder is exported too, for the frames a clip is conditioned on.
 
 `graph_parity` compares each graph with its PyTorch module; `end_to_end_parity` runs the same prompts, seeds
 and timesteps through `generate_videos` in PyTorch and through the bundle in onnxruntime and returns the PSNR.
@@ -43,6 +44,7 @@ from videodit.generation.onnx_generator import (
     TEXT_ENCODER_ONNX,
     TOKENIZER_DIR,
     VAE_DECODER_ONNX,
+    VAE_ENCODER_ONNX,
     BundleSpec,
     OnnxVideoGenerator,
 )
@@ -64,7 +66,8 @@ MIN_LATENT_FRAMES = 2
 CLIP_KEYS = ("fps", "frames", "height", "width")
 # condition.onnx's outputs are dit.onnx's inputs of the same names.
 CONDITION_NAMES = {"inputs": ["text", "text_mask", "null_text", "null_mask"], "outputs": ["pooled", "text_kv", "cfg_mask"]}
-STEP_NAMES = {"inputs": ["latents", "t", "t_next", "guidance", *CONDITION_NAMES["outputs"]], "outputs": ["next_latents"]}
+STEP_NAMES = {"inputs": ["latents", "t", "t_next", "guidance", *CONDITION_NAMES["outputs"], "given_latents",
+                        "given_frames"], "outputs": ["next_latents"]}  # fmt: skip
 PARITY_SEED = 0
 PARITY_BATCH = 2
 
@@ -92,6 +95,20 @@ class VAEDecoderGraph(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.decoder(latents / self.latent_scale + self.latent_shift)
+
+
+class VAEEncoderGraph(nn.Module):
+    """Video [B, 3, 1 + r·k, H, W] in [-1, 1] -> the DiT's normalised latents (the posterior mean), as
+    `rectified_flow.vae_encoder` encodes given frames in torch."""
+
+    def __init__(self, vae: VideoVAE, latent_shift: float = 0.0, latent_scale: float = 1.0):
+        super().__init__()
+        self.encoder, self.latent_channels = vae.encoder, vae.config.latent_channels
+        self.latent_shift, self.latent_scale = latent_shift, latent_scale
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        mean = self.encoder(video)[:, : self.latent_channels]
+        return (mean - self.latent_shift) * self.latent_scale
 
 
 def random_models(preset: ProjectConfig, weight_std: float, seed: int = 0) -> tuple[VideoVAE, SpacetimeDiT]:
@@ -186,8 +203,8 @@ def export_bundle(
     source_versions: dict,
     buckets: tuple[Bucket, ...] = (),
 ) -> Path:
-    """Write text_encoder.onnx, condition.onnx, dit.onnx, vae_decoder.onnx, tokenizer/ and bundle.json (precision
-    fp32; `quantize_bundle` makes an int8 copy) into `out_dir`.
+    """Write text_encoder.onnx, condition.onnx, dit.onnx, vae_encoder.onnx, vae_decoder.onnx, tokenizer/ and
+    bundle.json (precision fp32; `quantize_bundle` makes an int8 copy) into `out_dir`.
 
     sampler: stored with its timesteps, which the generator then uses as they are. clip: fps, frames, height,
     width (the training clip, the default of generated videos) and optionally latent_shift and latent_scale (the
@@ -236,19 +253,31 @@ def export_bundle(
         condition = GuidedCondition(dit).eval()(*condition_args)
     # Distinct tensors for the scalars: torch.export would merge one tensor passed three times into one input.
     t, t_next, guidance = torch.tensor(1.0), torch.tensor(0.75), torch.tensor(4.0)
-    step_args = (latents, t, t_next, guidance, *condition)
+    given_frames = torch.zeros(PARITY_BATCH, latent_shape[1], dtype=torch.bool)
+    given_frames[0, 0] = True  # a mix of given and generated frames, so neither branch is folded away
+    step_args = (latents, t, t_next, guidance, *condition, torch.randn_like(latents), given_frames)
+    latent_dims = {0: batch, 2: t_dim, 3: h_dim, 4: w_dim}
     # The CFG batch (prompts, then as many empty captions) is twice the latents' batch.
     fixed = {"t": None, "t_next": None, "guidance": None, "pooled": {0: 2 * batch},
              "text_kv": {1: 2 * batch, 2: caption}, "cfg_mask": {0: 2 * batch, 1: caption}}  # fmt: skip
     dit_dynamic = _export_with_fallback(
         GuidedEulerStep(dit), step_args, out / DIT_ONNX, STEP_NAMES,
-        {"latents": {0: batch, 2: t_dim, 3: h_dim, 4: w_dim}, **fixed}, {"latents": {0: batch}, **fixed},
+        {"latents": latent_dims, **fixed, "given_latents": latent_dims, "given_frames": {0: batch, 1: t_dim}},
+        {"latents": {0: batch}, **fixed, "given_latents": {0: batch}, "given_frames": {0: batch}},
     )  # fmt: skip
     vae_dynamic = _export_with_fallback(
         VAEDecoderGraph(vae, latent_shift, latent_scale), (latents,), out / VAE_DECODER_ONNX, {"inputs": ["latents"], "outputs": ["video"]},
-        {"latents": {0: batch, 2: t_dim, 3: h_dim, 4: w_dim}}, {"latents": {0: batch}},
+        {"latents": latent_dims}, {"latents": {0: batch}},
     )  # fmt: skip
-    dynamic = dit_dynamic and vae_dynamic
+    # Video frames 1 + r·k for k + 1 latent frames, written so torch.export can prove the frame stacking divides.
+    r = vae.config.temporal_compression
+    video = torch.rand(PARITY_BATCH, 3, frames, height, width) * 2 - 1
+    encoder_dynamic = _export_with_fallback(
+        VAEEncoderGraph(vae, latent_shift, latent_scale), (video,), out / VAE_ENCODER_ONNX,
+        {"inputs": ["video"], "outputs": ["latents"]},
+        {"video": {0: batch, 2: r * (t_dim - 1) + 1, 3: s * h_dim, 4: s * w_dim}}, {"video": {0: batch}},
+    )  # fmt: skip
+    dynamic = dit_dynamic and vae_dynamic and encoder_dynamic
     if not dynamic:  # fixed-size graphs serve the clip size alone
         trained = (Bucket(height, width, frames),)
 
@@ -279,8 +308,11 @@ def export_bundle(
             TEXT_ENCODER_ONNX: "input_ids, attention_mask int64 [B, L] -> tokens float32 [B, L, D], 2 <= L <= max_tokens",
             CONDITION_ONNX: "once per video: text [B, L, D], text_mask bool [B, L], null_text [1, L, D], null_mask "
             "[1, L] -> pooled [2B, d], text_kv [depth, 2B, L, 2d], cfg_mask bool [2B, L] (prompts, then empty captions)",
-            DIT_ONNX: "one CFG Euler step: latents [B, C, t, h, w], t, t_next, guidance scalars, and condition.onnx's "
-            "pooled, text_kv, cfg_mask -> next_latents",
+            DIT_ONNX: "one CFG Euler step: latents [B, C, t, h, w], t, t_next, guidance scalars, condition.onnx's "
+            "pooled, text_kv, cfg_mask, and given_latents [B, C, t, h, w] at the latent frames where given_frames "
+            "bool [B, t] is true (kept as they are) -> next_latents",
+            VAE_ENCODER_ONNX: "video [B, 3, 1 + r(t - 1), H, W] in [-1, 1] -> normalised latents [B, C, t, h, w] "
+            "(the frames a clip is conditioned on)",
             VAE_DECODER_ONNX: "latents [B, C, t, h, w] -> video [B, 3, 1 + r(t - 1), H, W] in [-1, 1]",
         },
         "source_versions": source_versions,
@@ -334,7 +366,7 @@ def graph_parity(
     """
     spec = BundleSpec.load(bundle_dir)
     sessions = {name: ort.InferenceSession(str(spec.root / name), providers=["CPUExecutionProvider"])
-                for name in (TEXT_ENCODER_ONNX, CONDITION_ONNX, DIT_ONNX, VAE_DECODER_ONNX)}  # fmt: skip
+                for name in (TEXT_ENCODER_ONNX, CONDITION_ONNX, DIT_ONNX, VAE_ENCODER_ONNX, VAE_DECODER_ONNX)}  # fmt: skip
     generator = torch.Generator().manual_seed(PARITY_SEED)
     vocab_size = text_encoder.model.config.vocab_size
     ids = torch.randint(0, vocab_size, (PARITY_BATCH, spec.max_tokens), generator=generator)
@@ -351,6 +383,7 @@ def graph_parity(
         inputs["real"] = (real_text, {"real": torch.from_numpy(real_latents).float()})
 
     decoder = VAEDecoderGraph(vae, spec.latent_shift, spec.latent_scale)
+    video_encoder = VAEEncoderGraph(vae, spec.latent_shift, spec.latent_scale)
     step, condition, encoder = GuidedEulerStep(dit), GuidedCondition(dit), TextEncoderGraph(text_encoder)
     diffs: dict[str, float] = {}
     for kind, (token_inputs, latents_by_name) in inputs.items():
@@ -363,10 +396,17 @@ def graph_parity(
         with torch.no_grad():
             conditioning = dict(zip(CONDITION_NAMES["outputs"], condition(**caption_inputs)))
         for name, latents in latents_by_name.items():
+            # The first clip's first latent frame given (image-to-video), the second clip's none (text to video).
+            given_frames = torch.zeros(latents.shape[0], latents.shape[2], dtype=torch.bool)
+            given_frames[0, 0] = True
             step_inputs = {"latents": latents, "t": torch.tensor(0.75), "t_next": torch.tensor(0.5),
-                           "guidance": torch.tensor(4.0), **conditioning}  # fmt: skip
+                           "guidance": torch.tensor(4.0), **conditioning, "given_latents": latents.flip(0),
+                           "given_frames": given_frames}  # fmt: skip
             diffs[f"dit/{name}"] = _max_abs_diff(sessions[DIT_ONNX], step, step_inputs)
             diffs[f"vae_decoder/{name}"] = _max_abs_diff(sessions[VAE_DECODER_ONNX], decoder, {"latents": latents})
+            with torch.no_grad():
+                video = decoder(latents).clamp(-1, 1)  # a video of this bucket's size
+            diffs[f"vae_encoder/{name}"] = _max_abs_diff(sessions[VAE_ENCODER_ONNX], video_encoder, {"video": video})
     return diffs
 
 

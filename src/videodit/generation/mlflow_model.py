@@ -2,9 +2,19 @@
 
 `mlflow.pyfunc.load_model("models:/videodit-onnx@champion").predict(["a red circle moves left"])`
 returns uint8 videos [B, T, H, W, 3]. Like the generator it wraps, it needs no torch.
+
+The frames a clip is conditioned on travel as params, the bytes of a file in base64 (`image`, `last_image`:
+PNG or JPEG; `video`: MP4), with `extend_backward` and `frames` as the CLI's --extend-backward and --frames:
+params apply to every prompt of the request, and keep the input a plain list of prompts (a second, optional
+input column would make MLflow want a named DataFrame instead).
 """
 
 from __future__ import annotations
+
+import base64
+import binascii
+import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -16,8 +26,13 @@ BUNDLE_ARTIFACT = "bundle"
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string")]),
     outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1, 3), "video")]),
-    params=ParamSchema([ParamSpec("seed", "long", 0), ParamSpec("steps", "long", 0), ParamSpec("guidance", "double", -1.0)]),
-)
+    params=ParamSchema([
+        ParamSpec("seed", "long", 0), ParamSpec("steps", "long", 0), ParamSpec("guidance", "double", -1.0),
+        ParamSpec("frames", "long", 0), ParamSpec("image", "string", ""), ParamSpec("last_image", "string", ""),
+        ParamSpec("video", "string", ""), ParamSpec("extend_backward", "boolean", False),
+    ]),
+)  # fmt: skip
+FILE_PARAMS = {"image": "image.png", "last_image": "last_image.png", "video": "video.mp4"}  # base64 file bytes
 
 
 class OnnxBundleModel(mlflow.pyfunc.PythonModel):
@@ -27,11 +42,28 @@ class OnnxBundleModel(mlflow.pyfunc.PythonModel):
         self.generator = OnnxVideoGenerator(context.artifacts[BUNDLE_ARTIFACT])
 
     def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
+        from videodit.generation.modes import GenerationRequest, generate_request
+        from videodit.sampling import prompt_seeds
+
         prompts = model_input.iloc[:, 0].tolist() if hasattr(model_input, "columns") else list(model_input)
         params = params or {}
-        seed = int(params.get("seed", 0))  # prompt i gets seed + i
-        # 0 steps / negative guidance in the signature's defaults mean "the bundle's default".
-        steps = int(params.get("steps", 0)) or None
+        seeds = prompt_seeds(int(params.get("seed", 0)), len(prompts))  # prompt i gets seed + i
+        # 0 steps or frames / negative guidance in the signature's defaults mean "the bundle's default".
         guidance = float(params.get("guidance", -1.0))
-        videos = self.generator.generate(prompts, seed, steps=steps, guidance=guidance if guidance >= 0 else None)
+        with tempfile.TemporaryDirectory(prefix="videodit-request-") as folder:
+            files = {}
+            for name, filename in FILE_PARAMS.items():
+                if params.get(name):
+                    try:
+                        data = base64.b64decode(params[name], validate=True)
+                    except binascii.Error:
+                        raise ValueError(f"param {name!r} is not base64-encoded file bytes") from None
+                    files[name] = Path(folder) / filename
+                    files[name].write_bytes(data)
+            request = GenerationRequest(
+                prompts, seeds, int(params.get("steps", 0)) or None, guidance if guidance >= 0 else None,
+                int(params.get("frames", 0)) or None, None, files.get("image"), files.get("last_image"),
+                files.get("video"), bool(params.get("extend_backward", False)),
+            )  # fmt: skip
+            videos, _ = generate_request(self.generator, request)
         return np.stack(videos)

@@ -1,10 +1,14 @@
-"""Text-to-video with the exported ONNX bundle: numpy, onnxruntime and tokenizers only, no torch.
+"""Text-to-video with the exported ONNX bundle: numpy, onnxruntime and tokenizers only, no torch. Clips may
+also begin or end with given frames (animate an image, continue a clip, interpolate), and be longer than the
+model's window (generated window by window): `videodit.conditioning`.
 
-The bundle (written by `videodit.export.export_bundle`) holds four graphs and a tokenizer:
+The bundle (written by `videodit.export.export_bundle`) holds five graphs and a tokenizer:
   text_encoder.onnx  token ids [B, L] + attention mask -> caption tokens [B, L, D]
   condition.onnx     caption tokens -> the DiT's caption conditioning (pooled embedding, every block's
                      cross-attention K/V) for the CFG batch: once per video
-  dit.onnx           one classifier-free-guided Euler step of the rectified-flow sampler (DiT inside)
+  dit.onnx           one classifier-free-guided Euler step of the rectified-flow sampler (DiT inside), keeping
+                     the given latent frames as they are
+  vae_encoder.onnx   video [B, 3, 1 + r(t-1), H, W] in [-1, 1] -> latents: the frames a clip is conditioned on
   vae_decoder.onnx   latents [B, C, t, h, w] -> video [B, 3, 1 + r(t-1), H, W] in [-1, 1]
 and bundle.json with the sampler (its settings and the exact float32 timesteps it was exported with), the clip
 defaults, the sizes the model was trained at (its preset's video buckets: other sizes the graphs accept get a
@@ -34,19 +38,24 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from videodit.data.config import Bucket, as_buckets
+from videodit.conditioning import (
+    FrameCondition, extend_video, given_latents, long_video, start_latents, window_seed,
+)
 from videodit.sampling import SamplerConfig, euler, initial_noise, prompt_seeds, to_uint8_videos
 
 BUNDLE_JSON = "bundle.json"
 TEXT_ENCODER_ONNX = "text_encoder.onnx"
 CONDITION_ONNX = "condition.onnx"
 DIT_ONNX = "dit.onnx"
+VAE_ENCODER_ONNX = "vae_encoder.onnx"
 VAE_DECODER_ONNX = "vae_decoder.onnx"
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_JSON = "tokenizer.json"
 # 2: the sampler with its shift and exact timesteps ("sampler"), the clip defaults apart ("clip", "text").
 # 3: the captions' conditioning in condition.onnx, once per video, which dit.onnx takes; "precision".
 # 4: the trained sizes ("buckets"); frame limits step by r from the fewest frames, so each count is 1 + r·k.
-BUNDLE_FORMAT_VERSION = 4
+# 5: frame conditioning: vae_encoder.onnx, and dit.onnx takes given_latents / given_frames.
+BUNDLE_FORMAT_VERSION = 5
 
 # Prompts per DiT batch (each runs twice: conditional and unconditional); bounds memory for long prompt files.
 MAX_BATCH = 8
@@ -116,7 +125,8 @@ class BundleSpec:
                 f"{spec_path}: bundle format_version {found!r}, this videodit reads {BUNDLE_FORMAT_VERSION}: "
                 "export the bundle again with this version (materialize onnx_models)"
             )
-        for name in (TEXT_ENCODER_ONNX, CONDITION_ONNX, DIT_ONNX, VAE_DECODER_ONNX, f"{TOKENIZER_DIR}/{TOKENIZER_JSON}"):
+        for name in (TEXT_ENCODER_ONNX, CONDITION_ONNX, DIT_ONNX, VAE_ENCODER_ONNX, VAE_DECODER_ONNX,
+                     f"{TOKENIZER_DIR}/{TOKENIZER_JSON}"):  # fmt: skip
             if not (root / name).is_file():
                 raise FileNotFoundError(f"{root / name} is missing from the bundle")
         sampler, clip, text, geometry, limits = (raw[k] for k in ("sampler", "clip", "text", "geometry", "limits"))
@@ -186,7 +196,8 @@ def session_settings(threads: int | None = None) -> dict:
         "enable_cpu_mem_arena": True,
         # Once-per-batch graphs must not spin idle threads on the cores the DiT's steps need next (measured on 2
         # cores, demo size: 298 -> 171 ms per batch of 2); the DiT's back-to-back steps keep spinning.
-        "spinning": {DIT_ONNX: True, TEXT_ENCODER_ONNX: False, CONDITION_ONNX: False, VAE_DECODER_ONNX: False},
+        "spinning": {DIT_ONNX: True, TEXT_ENCODER_ONNX: False, CONDITION_ONNX: False, VAE_ENCODER_ONNX: False,
+                     VAE_DECODER_ONNX: False},  # fmt: skip
     }
 
 
@@ -219,6 +230,7 @@ class OnnxVideoGenerator:
 
         self.text_encoder, self.condition = session(TEXT_ENCODER_ONNX), session(CONDITION_ONNX)
         self.dit, self.vae_decoder = session(DIT_ONNX), session(VAE_DECODER_ONNX)
+        self.vae_encoder = session(VAE_ENCODER_ONNX)
         self.device = "cuda" if self.dit.get_providers()[0] == CUDA_PROVIDER else "cpu"
         self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_DIR / TOKENIZER_JSON))
         self.tokenizer.enable_truncation(self.spec.max_tokens)
@@ -236,23 +248,66 @@ class OnnxVideoGenerator:
         frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
+        conditions: list[FrameCondition | None] | None = None,
     ) -> list[np.ndarray]:
         """One clip per prompt, prompt i from seeds[i] (an int s means s, s + 1, ...); settings left as None take
-        the bundle's defaults."""
+        the bundle's defaults. conditions: per prompt, the frames its clip begins/ends with, at the clip's size
+        (`videodit.conditioning.FrameCondition`), or None for text only."""
         spec = self.spec
         sampler = self.sampler(steps, guidance)
         frames = spec.frames if frames is None else frames
         height = spec.height if height is None else height
         width = spec.width if width is None else width
         self.check_request(prompts, frames, height, width)
+        conditions = conditions or [None] * len(prompts)
+        if len(conditions) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(conditions)} conditions; give one per prompt")
         seeds, timesteps = prompt_seeds(seeds, len(prompts)), self.timesteps(sampler)
         videos: list[np.ndarray] = []
         for start in range(0, len(prompts), MAX_BATCH):
             chunk = slice(start, start + MAX_BATCH)
             videos += self._generate_batch(
-                prompts[chunk], seeds[chunk], timesteps, sampler.guidance, frames, height, width
+                prompts[chunk], seeds[chunk], timesteps, sampler.guidance, frames, height, width, conditions[chunk]
             )
         return videos
+
+    def window_frames(self, height: int, width: int) -> int:
+        """The longest clip trained at this size (the default clip's length at an untrained size): the window of
+        extended and long videos."""
+        return max((b.frames for b in self.spec.buckets if (b.height, b.width) == (height, width)), default=self.spec.frames)
+
+    def generate_long(
+        self, prompt: str, seed: int, frames: int, height: int | None = None, width: int | None = None,
+        condition: FrameCondition | None = None, steps: int | None = None, guidance: float | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """One clip of any length: up to `window_frames` at once, beyond it window by window, each continuing the
+        last (`videodit.conditioning.long_video`). Its first window is `generate`'s clip for (prompt, seed)."""
+        height, width = height or self.spec.height, width or self.spec.width
+        window = self.window_frames(height, width)
+        generate = self._window(prompt, seed, height, width, steps, guidance)
+        return long_video(generate, frames, window, self.spec.temporal_compression, condition)
+
+    def extend(
+        self, prompt: str, seed: int, clip: np.ndarray, new_frames: int, backward: bool = False,
+        steps: int | None = None, guidance: float | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """`clip` (uint8 [T, H, W, 3] at a size the bundle serves) with `new_frames` generated after it, or
+        before it when `backward`."""
+        height, width = clip.shape[1:3]
+        generate = self._window(prompt, seed, height, width, steps, guidance)
+        window = self.window_frames(height, width)
+        return extend_video(generate, clip, new_frames, window, self.spec.temporal_compression, backward)
+
+    def _window(self, prompt: str, seed: int, height: int, width: int, steps: int | None, guidance: float | None):
+        """A `GenerateWindow` for one prompt, window i drawing the noise of `window_seed(seed, i)`."""
+
+        def generate(frames: int, condition: FrameCondition | None, index: int) -> np.ndarray:
+            sampler = self.sampler(steps, guidance)
+            self.check_request([prompt], frames, height, width)
+            return self._generate_batch([prompt], [window_seed(seed, index)], self.timesteps(sampler), sampler.guidance, frames,
+                                        height, width, [condition])[0]  # fmt: skip
+
+        return generate
 
     def sampler(self, steps: int | None = None, guidance: float | None = None) -> SamplerConfig:
         """The bundle's sampler with `steps` and `guidance` replaced where given (ValueError when out of range)."""
@@ -300,15 +355,23 @@ class OnnxVideoGenerator:
         (tokens,) = self.text_encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
         return tokens.astype(np.float32), attention_mask.astype(bool)
 
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [1 + r·k, H, W, 3] -> normalised latents [C, 1 + k, h, w]: `videodit.conditioning`'s Encode."""
+        video = (frames.astype(np.float32) / 127.5 - 1.0).transpose(3, 0, 1, 2)[None]
+        (latents,) = self.vae_encoder.run(None, {"video": np.ascontiguousarray(video)})
+        return latents[0]
+
     def _generate_batch(
         self, prompts: list[str], seeds: list[int], timesteps: np.ndarray, guidance: float, frames: int, height: int,
-        width: int,
+        width: int, conditions: list[FrameCondition | None],
     ) -> list[np.ndarray]:  # fmt: skip
         # The empty caption rides along in the same text-encoder batch: it is the unconditional input of CFG.
         tokens, mask = self.encode_text([*prompts, ""])
         condition = self._condition(tokens[:-1], mask[:-1], tokens[-1:], mask[-1:])
-        noise = initial_noise(seeds, self.spec.latent_shape(frames, height, width))
-        latents = self._denoise(noise, condition, timesteps, guidance)
+        latent_shape = self.spec.latent_shape(frames, height, width)
+        given = given_latents(conditions, latent_shape, self.spec.temporal_compression, (height, width), self.encode_frames)
+        start = start_latents(initial_noise(seeds, latent_shape), *given)
+        latents = self._denoise(start, condition, given, timesteps, guidance)
         (video,) = self.vae_decoder.run(None, {"latents": latents})
         return list(to_uint8_videos(video[:, :, :frames]))
 
@@ -329,12 +392,16 @@ class OnnxVideoGenerator:
         return dict(zip(names, binding.get_outputs()))
 
     def _denoise(
-        self, noise: np.ndarray, condition: dict[str, ort.OrtValue], timesteps: np.ndarray, guidance: float
-    ) -> np.ndarray:
-        """Euler along `timesteps`, one dit.onnx call per step, nothing leaving self.device or being allocated."""
+        self, noise: np.ndarray, condition: dict[str, ort.OrtValue], given: tuple[np.ndarray, np.ndarray],
+        timesteps: np.ndarray, guidance: float,
+    ) -> np.ndarray:  # fmt: skip
+        """Euler along `timesteps` from `noise` (holding the given latent frames), one dit.onnx call per step,
+        nothing leaving self.device or being allocated."""
         binding = self.dit.io_binding()
         for name, value in condition.items():
             binding.bind_ortvalue_input(name, value)
+        for name, value in zip(("given_latents", "given_frames"), given):
+            binding.bind_ortvalue_input(name, self._ortvalue(value))
         binding.bind_ortvalue_input("guidance", self._ortvalue(np.array(guidance, np.float32)))
         times = {t: self._ortvalue(np.array(t, np.float32)) for t in timesteps}
         # Copied in once (on CPU an OrtValue wraps the array itself, which the steps overwrite).

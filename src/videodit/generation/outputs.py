@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ class GeneratedClip:
     prompt: str
     seed: int
     video: np.ndarray  # uint8 [T, H, W, 3]
+    given_frames: list[int] = field(default_factory=list)  # frames that reproduce given ones (marked in the sheet)
 
 
 def write_outputs(out_dir: Path, clips: list[GeneratedClip], fps: int, settings: dict) -> Path:
@@ -37,7 +38,8 @@ def write_outputs(out_dir: Path, clips: list[GeneratedClip], fps: int, settings:
         write_mp4(clip.video, mp4, fps)
         save_gif(clip.video, gif, fps)
         records.append({"prompt": clip.prompt, "seed": clip.seed, "mp4": mp4.name, "gif": gif.name})
-    contact_sheet([c.video for c in clips], [c.prompt for c in clips]).save(out_dir / CONTACT_SHEET_PNG)
+    sheet = contact_sheet([c.video for c in clips], [c.prompt for c in clips], given_frames=[c.given_frames for c in clips])
+    sheet.save(out_dir / CONTACT_SHEET_PNG)
     manifest = {**settings, "fps": fps, "contact_sheet": CONTACT_SHEET_PNG, "videos": records}
     manifest_path = out_dir / MANIFEST_JSON
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

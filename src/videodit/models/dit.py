@@ -4,6 +4,11 @@ Latents [B, C, T, H, W] are cut into spacetime patches (default 1x2x2), each a t
 self-attention over all tokens, cross-attention to the caption tokens, and an MLP; the timestep (plus the pooled
 caption) modulates each block through adaLN-Zero. Positions are factorised sin-cos computed for the input's own
 T x H x W grid, so one model serves several durations, resolutions and aspect ratios.
+
+The timestep may differ per latent frame ([B, T] instead of [B]): frames given as conditioning (an image to
+animate, a clip to extend) are clean, t = 0, while the others are noisy, as in Wan2.2's TI2V and LTX-Video. Tokens
+are kept grouped by frame, [B, frames, tokens per frame, dim], so each frame's modulation broadcasts over its own
+tokens without copying it to every token.
 """
 
 from __future__ import annotations
@@ -77,9 +82,10 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
+        """x: tokens [B, frames, S, dim], attending over all frames' tokens at once."""
+        b, f, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, f * s, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, f, s, d))
 
 
 class CrossAttention(nn.Module):
@@ -97,15 +103,15 @@ class CrossAttention(nn.Module):
 
     def attend(self, x: torch.Tensor, text_kv: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """`forward` given the caption's keys and values `self.kv(text)` [B, L, 2*dim]: they depend on the caption
-        alone, so a sampler computes them once per video instead of once per step."""
-        b, n, d = x.shape
-        h, hd, length = self.num_heads, d // self.num_heads, text_kv.shape[1]
+        alone, so a sampler computes them once per video instead of once per step. x: [B, frames, S, dim]."""
+        b, f, s, d = x.shape
+        n, h, hd, length = f * s, self.num_heads, d // self.num_heads, text_kv.shape[1]
         q = self.q(x).view(b, n, h, hd).transpose(1, 2)
         k, v = text_kv.view(b, length, 2, h, hd).permute(2, 0, 3, 1, 4)
         # The mask spelled out per query, not broadcast: onnxruntime's fused ONNX Attention kernel requires it.
         mask = text_mask[:, None, None, :].expand(b, 1, n, length)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return self.proj(out.transpose(1, 2).reshape(b, f, s, d))
 
 
 class DiTBlock(nn.Module):
@@ -124,8 +130,9 @@ class DiTBlock(nn.Module):
         return self.conditioned(x, c, self.cross_attn.kv(text), text_mask)
 
     def conditioned(self, x: torch.Tensor, c: torch.Tensor, text_kv: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """`forward` given this block's cross-attention keys and values of the caption (`CrossAttention.attend`)."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, None].chunk(6, dim=2)
+        """`forward` given this block's cross-attention keys and values of the caption (`CrossAttention.attend`).
+        x: tokens [B, frames, S, dim]; c: [B, frames, dim], each frame's timestep + pooled caption."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, :, None].chunk(6, dim=3)
         x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + self.cross_attn.attend(self.norm2(x), text_kv, text_mask)
         return x + gate_mlp * self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))
@@ -139,7 +146,7 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=2)
+        shift, scale = self.adaLN_modulation(c)[:, :, None].chunk(2, dim=3)
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
@@ -197,7 +204,8 @@ class SpacetimeDiT(nn.Module):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
     ) -> torch.Tensor:
-        """x: latents [B, C, T, H, W]; t: [B] in [0, 1] (1 = pure noise); text: [B, L, text_dim]; text_mask: bool [B, L]."""
+        """x: latents [B, C, T, H, W]; t: [B] or per latent frame [B, T], in [0, 1] (1 = pure noise, 0 = a given
+        frame); text: [B, L, text_dim]; text_mask: bool [B, L]."""
         pooled, text_tokens = self.embed_caption(text, text_mask)
 
         # Each block projects the caption to its K/V inside its own forward: FSDP shards per DiTBlock
@@ -230,13 +238,25 @@ class SpacetimeDiT(nn.Module):
                   for block, kv in zip(self.blocks, text_kv)]  # fmt: skip
         return self._velocity(x, t, pooled, blocks)
 
+    def frame_timesteps(self, t: torch.Tensor, frames: int) -> torch.Tensor:
+        """[B] or [B, frames] timesteps -> [B, frames // pt], one per token frame; a token frame spanning several
+        latent frames takes the noisiest of them."""
+        pt = self.config.patch_size[0]
+        if t.ndim == 1:
+            return t[:, None].expand(-1, frames // pt)
+        if t.shape[1] != frames:
+            raise ValueError(f"got timesteps for {t.shape[1]} latent frames, the latents have {frames}")
+        return t.view(t.shape[0], frames // pt, pt).amax(dim=2) if pt > 1 else t
+
     def _velocity(self, x: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor, blocks: list) -> torch.Tensor:
         """Patch, embed and unpatch around `blocks`, each a (tokens, c) -> tokens call of one DiTBlock."""
-        _, _, frames, height, width = x.shape
+        b, _, frames, height, width = x.shape
         pt, ph, pw = self.config.patch_size
         pos = spacetime_pos_embed(self.config.hidden_size, frames // pt, height // ph, width // pw, x.device)
-        tokens = self.x_embedder(self.patchify(x)) + pos.to(x.dtype)
-        c = self.t_embedder(t) + pooled
+        tokens = self.x_embedder(self.patchify(x)) + pos.to(x.dtype)  # [B, N, dim], N in (t, h, w) order
+        tokens = tokens.view(b, frames // pt, -1, tokens.shape[-1])  # [B, frames, S, dim]: grouped by token frame
+        t = self.frame_timesteps(t, frames)
+        c = self.t_embedder(t.reshape(-1)).view(*t.shape, -1) + pooled[:, None]  # [B, frames, dim]
         for block in blocks:
             tokens = block(tokens, c)
-        return self.unpatchify(self.final_layer(tokens, c), frames, height, width)
+        return self.unpatchify(self.final_layer(tokens, c).flatten(1, 2), frames, height, width)

@@ -11,6 +11,7 @@ import numpy as np
 import lightning as L
 import torch
 
+from videodit.conditioning import FrameCondition
 from videodit.models.dit import DiTBlock, DiTConfig, SpacetimeDiT
 from videodit.models.rectified_flow import generate_videos, rectified_flow_loss
 from videodit.models.text_encoder import TextEncoder, default_text_encoder
@@ -65,8 +66,9 @@ class DiTModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cfg = self.train_config
         loss = rectified_flow_loss(
-            self.dit, batch["latents"], batch["text"], batch["text_mask"], cfg.timestep_mean, cfg.timestep_std
-        )
+            self.dit, batch["latents"], batch["text"], batch["text_mask"], cfg.timestep_mean, cfg.timestep_std,
+            condition_fraction=cfg.condition_fraction,
+        )  # fmt: skip
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
         return loss
@@ -103,14 +105,16 @@ class DiTModule(L.LightningModule):
         height: int | None = None,
         width: int | None = None,
         text_encoder: TextEncoder | None = None,
+        conditions: list[FrameCondition | None] | None = None,
     ) -> np.ndarray:
         """uint8 videos [B, T, H, W, 3] for `prompts`, sampled with the EMA weights: one seed per prompt (an int s
-        means s, s + 1, ...), and a (prompt, seed) gives the video the ONNX bundle gives, alone or in a batch."""
+        means s, s + 1, ...), and a (prompt, seed) gives the video the ONNX bundle gives, alone or in a batch.
+        conditions: per prompt, frames its clip begins/ends with (`videodit.conditioning.FrameCondition`)."""
         video_shape = tuple(v or d for v, d in zip((frames, height, width), self.video_shape))
         sampler = sampler or self.sampler
         return generate_videos(
             self.vae, self.ema, text_encoder or default_text_encoder(), prompts, prompt_seeds(seeds, len(prompts)),
-            sampler.timesteps(), sampler.guidance, video_shape, self.latent_shift, self.latent_scale,
+            sampler.timesteps(), sampler.guidance, video_shape, self.latent_shift, self.latent_scale, conditions,
         )  # fmt: skip
 
 
