@@ -4,7 +4,8 @@ One module-scoped stack: the machine's PostgreSQL (two databases of this test's 
 (PostgreSQL backend, artifacts proxied into the S3 bucket), and Dagster (PostgreSQL instance from
 infra/dagster/dagster.yaml, daemon with the queued run coordinator, webserver, code server), every port free and
 chosen here. ONE run of `full_pipeline`, submitted through the webserver into the run queue, is what the other tests
-read. Also holds what tests/test_mlflow_server.py asserted (every registration through a server): that server is
+read; the faults after it (a service stopped or killed, two runs at once) add three runs of `vae_model` alone.
+Also holds what tests/test_mlflow_server.py asserted (every registration through a server): that server is
 this stack's.
 """
 
@@ -280,73 +281,11 @@ def test_wrong_s3_credentials_fail_with_a_sentence_naming_the_bucket(stack, pipe
     assert f"to remote s3://{settings.s3_bucket}/dvc" in out.stdout and "Traceback" not in out.stdout + out.stderr
 
 
-def test_a_run_queued_while_the_daemon_is_down_is_launched_after_it_restarts(stack, pipeline):
-    settings, env, instance = stack
-    assert _stack_cli(env, "down", "daemon").returncode == 0
-    run_id = stack_module.submit(settings, "ingestion_job", {})
-    time.sleep(5)  # > 2 dequeue intervals: nothing may launch it
-    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.QUEUED
-    up = _stack_cli(env, "up", "daemon")
-    assert up.returncode == 0, up.stdout + up.stderr
-    deadline = time.monotonic() + 120
-    while instance.get_run_by_id(run_id).status == DagsterRunStatus.QUEUED and time.monotonic() < deadline:
-        time.sleep(1)
-    kinds = [e.dagster_event_type for e in instance.all_logs(run_id) if e.dagster_event]
-    assert DagsterEventType.RUN_ENQUEUED in kinds and DagsterEventType.RUN_STARTING in kinds  # launched by the new daemon
-    assert _stop(settings, instance, run_id) in ("SUCCESS", "CANCELED")  # that it was launched is under test, not the ingestion
-    status = _stack_cli(env, "status")
-    assert status.returncode == 0 and status.stdout.count("healthy") == 5, status.stdout
-
-
-SENSOR = "retrain_on_new_data"
-SENSOR_TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
-  __typename ... on Sensor { sensorState { status ticks(limit: 10) { timestamp status runIds skipReason } } } } }"""
-
-
-def _sensor_ticks(settings) -> list[dict]:
-    data = stack_module.graphql(settings, SENSOR_TICKS, {"selector": stack_module.sensor_selector(SENSOR)})
-    return data["sensorOrError"]["sensorState"]["ticks"]
-
-
-def _next_finished_tick(settings, after: float, timeout_s: float = 90) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = [t for t in _sensor_ticks(settings) if t["timestamp"] > after and t["status"] != "STARTED"]
-        if done:
-            return min(done, key=lambda t: t["timestamp"])
-        time.sleep(2)
-    raise TimeoutError(f"the daemon evaluated no tick of {SENSOR} within {timeout_s}s")
-
-
-def test_the_daemon_runs_the_sensor_once_per_data_version(stack, pipeline):
-    """A new data version of raw_videos starts exactly one retraining run; the same version again starts none.
-    The versions are reported as runless materializations (what the sensor reads), so no second ingestion is needed."""
-    from dagster import AssetMaterialization
-    from dagster._core.storage.dagster_run import RunsFilter
-
-    settings, _, instance = stack
-    version = f"test-version-{uuid.uuid4().hex[:8]}"
-    instance.report_runless_asset_event(AssetMaterialization("raw_videos", tags={"dagster/data_version": version}))
-    started = time.time()
-    mutation = "mutation Start($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }"
-    assert stack_module.graphql(settings, mutation, {"s": stack_module.sensor_selector(SENSOR)})["startSensor"]["__typename"] == "Sensor"
-    first = _next_finished_tick(settings, started - 1)
-    assert first["status"] == "SUCCESS" and len(first["runIds"]) == 1, first
-    (run,) = instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR}))
-    assert run.run_id == first["runIds"][0] and run.job_name == "retraining_job"
-    assert run.tags["dagster/run_key"] == version and run.tags["videodit/gpu"] == "1"
-    _stop(settings, instance, run.run_id)  # what it would train is not under test here
-    # The same version again: the sensor asks, the run key is taken, no run.
-    instance.report_runless_asset_event(AssetMaterialization("raw_videos", tags={"dagster/data_version": version}))
-    again = _next_finished_tick(settings, first["timestamp"])
-    assert not again["runIds"], again
-    assert len(instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR}))) == 1
-
-
 # ---------------------------------------------------------------------------------------------------- faults
 # Each run below trains only `vae_model` (the smallest selection of a job that carries the GPU tag). A run worker costs
-# ~15 s to start here, so the faults share runs: the run that the MLflow kill fails is re-executed together with a
-# second run (the two submitted at once), and the schedule's run is queued behind them and cancelled there.
+# ~15 s to start here, so the faults share runs: the run queued while the daemon is down is the one the MLflow kill
+# fails; its re-execution and a second run are submitted at once; the schedule's and the sensor's runs are queued
+# behind those two and cancelled there.
 
 LAUNCH = """mutation Launch($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
@@ -385,6 +324,59 @@ def _event_times(instance, run_id: str) -> tuple[float, float]:
     return starting, max(e.timestamp for e in events if e.dagster_event_type in (DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE))
 
 
+@pytest.fixture(scope="module")
+def queued_while_the_daemon_was_down(stack, pipeline):
+    """A vae_model run with a config of its own (a new fingerprint: it trains and registers) submitted while the
+    daemon is stopped; returned once the restarted daemon has launched it, with its status while the daemon was down
+    and the VAE versions before it."""
+    settings, env, instance = stack
+    _, client, _ = pipeline
+    versions = _vae_versions(client)
+    assert _stack_cli(env, "down", "daemon").returncode == 0
+    run_id = _submit_vae(settings, {"vae_train": {"max_steps": 12}})
+    time.sleep(5)  # > 2 dequeue intervals: nothing may launch it
+    while_down = instance.get_run_by_id(run_id).status
+    up = _stack_cli(env, "up", "daemon")
+    assert up.returncode == 0, up.stdout + up.stderr
+    deadline = time.monotonic() + 120
+    while instance.get_run_by_id(run_id).status == DagsterRunStatus.QUEUED and time.monotonic() < deadline:
+        time.sleep(1)
+    return run_id, while_down, versions
+
+
+def test_a_run_queued_while_the_daemon_is_down_is_launched_after_it_restarts(stack, queued_while_the_daemon_was_down):
+    _, env, instance = stack
+    run_id, while_down, _ = queued_while_the_daemon_was_down
+    assert while_down == DagsterRunStatus.QUEUED
+    kinds = [e.dagster_event_type for e in instance.all_logs(run_id) if e.dagster_event]
+    assert DagsterEventType.RUN_ENQUEUED in kinds and DagsterEventType.RUN_STARTING in kinds  # launched by the new daemon
+    status = _stack_cli(env, "status")
+    assert status.returncode == 0 and status.stdout.count("healthy") == 5, status.stdout
+
+
+@pytest.fixture(scope="module")
+def killed_run(stack, queued_while_the_daemon_was_down):
+    """That run's MLflow server killed (SIGKILL) as soon as its step has opened its MLflow run; the server started
+    again once the run failed."""
+    settings, env, instance = stack
+    run_id, _, versions = queued_while_the_daemon_was_down
+    _wait_for_message(instance, run_id, f"at {settings.mlflow_uri}")  # "MLflow run … (parent …) at <uri>"
+    stack_module.stop(settings, ["mlflow"], timeout_s=0)
+    state = stack_module.wait_for_run(settings, run_id, RUN_TIMEOUT_S)
+    up = _stack_cli(env, "up", "mlflow")
+    assert up.returncode == 0, up.stdout + up.stderr
+    return run_id, state, versions
+
+
+def test_a_killed_mlflow_server_fails_the_step_naming_its_uri(stack, killed_run):
+    settings, _, instance = stack
+    run_id, state, _ = killed_run
+    assert state == "FAILURE"
+    (failure,) = [e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event_type == DagsterEventType.STEP_FAILURE]
+    message = failure.event_specific_data.error.message.strip()
+    assert failure.step_key == "vae_model" and settings.mlflow_uri in message and "\n" not in message, message
+
+
 def test_the_object_store_restarts_without_losing_anything(stack, pipeline):
     """SeaweedFS killed and started again on its folder: every object written before (DVC's, MLflow's) is still
     listed and reads back whole, and the MLflow server writes and reads artifacts through it again. (The runs below
@@ -412,31 +404,6 @@ def test_the_object_store_restarts_without_losing_anything(stack, pipeline):
     downloaded = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="note.txt", tracking_uri=settings.mlflow_uri)
     assert Path(downloaded).read_text() == "written after the restart"
     client.set_terminated(run.info.run_id)
-
-
-@pytest.fixture(scope="module")
-def killed_run(stack, pipeline):
-    """A vae_model run with a config of its own (a new fingerprint: it trains and registers), whose MLflow server is
-    killed (SIGKILL) as soon as the step has opened its MLflow run; the server is started again once the run failed."""
-    settings, env, instance = stack
-    _, client, _ = pipeline
-    versions = _vae_versions(client)
-    run_id = _submit_vae(settings, {"vae_train": {"max_steps": 5}})
-    _wait_for_message(instance, run_id, f"at {settings.mlflow_uri}")  # "MLflow run … (parent …) at <uri>"
-    stack_module.stop(settings, ["mlflow"], timeout_s=0)
-    state = stack_module.wait_for_run(settings, run_id, RUN_TIMEOUT_S)
-    up = _stack_cli(env, "up", "mlflow")
-    assert up.returncode == 0, up.stdout + up.stderr
-    return run_id, state, versions
-
-
-def test_a_killed_mlflow_server_fails_the_step_naming_its_uri(stack, killed_run):
-    settings, _, instance = stack
-    run_id, state, _ = killed_run
-    assert state == "FAILURE"
-    (failure,) = [e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event_type == DagsterEventType.STEP_FAILURE]
-    message = failure.event_specific_data.error.message.strip()
-    assert failure.step_key == "vae_model" and settings.mlflow_uri in message and "\n" not in message, message
 
 
 @pytest.fixture(scope="module")
@@ -478,6 +445,52 @@ def test_the_daemons_schedule_tick_queues_a_training_run(stack, two_runs):
     assert run.job_name == "training_job" and run.tags["dagster/schedule_name"] == "weekly_retraining"
     assert run.tags["videodit/gpu"] == "1" and run.status == DagsterRunStatus.QUEUED  # a GPU run is ahead of it
     assert datetime.fromisoformat(run.tags[".dagster/scheduled_execution_time"]) == tick_time
+
+
+SENSOR = "retrain_on_new_data"
+SENSOR_TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  __typename ... on Sensor { sensorState { status ticks(limit: 10) { timestamp status runIds skipReason } } } } }"""
+
+
+def _sensor_ticks(settings) -> list[dict]:
+    data = stack_module.graphql(settings, SENSOR_TICKS, {"selector": stack_module.sensor_selector(SENSOR)})
+    return data["sensorOrError"]["sensorState"]["ticks"]
+
+
+def _next_finished_tick(settings, after: float, timeout_s: float = 90) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = [t for t in _sensor_ticks(settings) if t["timestamp"] > after and t["status"] != "STARTED"]
+        if done:
+            return min(done, key=lambda t: t["timestamp"])
+        time.sleep(2)
+    raise TimeoutError(f"the daemon evaluated no tick of {SENSOR} within {timeout_s}s")
+
+
+def test_the_daemon_runs_the_sensor_once_per_data_version(stack, two_runs):
+    """A new data version of raw_videos starts exactly one retraining run; the same version again starts none.
+    The versions are reported as runless materializations (what the sensor reads), so no second ingestion is needed;
+    the run waits in the queue behind the two GPU runs, and is cancelled there."""
+    from dagster import AssetMaterialization
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    settings, _, instance = stack
+    version = f"test-version-{uuid.uuid4().hex[:8]}"
+    instance.report_runless_asset_event(AssetMaterialization("raw_videos", tags={"dagster/data_version": version}))
+    started = time.time()
+    mutation = "mutation Start($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }"
+    assert stack_module.graphql(settings, mutation, {"s": stack_module.sensor_selector(SENSOR)})["startSensor"]["__typename"] == "Sensor"
+    first = _next_finished_tick(settings, started - 1)
+    assert first["status"] == "SUCCESS" and len(first["runIds"]) == 1, first
+    (run,) = instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR}))
+    assert run.run_id == first["runIds"][0] and run.job_name == "retraining_job"
+    assert run.tags["dagster/run_key"] == version and run.tags["videodit/gpu"] == "1"
+    _stop(settings, instance, run.run_id)  # what it would train is not under test here
+    # The same version again: the sensor asks, the run key is taken, no run.
+    instance.report_runless_asset_event(AssetMaterialization("raw_videos", tags={"dagster/data_version": version}))
+    again = _next_finished_tick(settings, first["timestamp"])
+    assert not again["runIds"], again
+    assert len(instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR}))) == 1
 
 
 def test_two_gpu_runs_at_once_take_turns_and_register_apart(stack, pipeline, killed_run, two_runs):
