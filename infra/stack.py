@@ -69,6 +69,11 @@ VARIABLES = {
     "weed_grpc_offset": ("VIDEODIT_WEED_GRPC_OFFSET", 10000),
     "mlflow_port": ("VIDEODIT_MLFLOW_PORT", 5000),
     "mlflow_workers": ("VIDEODIT_MLFLOW_WORKERS", 2),
+    # How long an MLflow client keeps retrying a server that is gone: MLflow's default (7 retries, backoff 2 s) spends
+    # about two minutes per call, and a step makes several calls before it can fail, so a killed server hung the step
+    # for minutes. 2 retries, backoff 1 s: ~3 s per call, enough for a blip; the training retry policy does the rest.
+    "mlflow_http_retries": ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 2),
+    "mlflow_http_backoff_s": ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 1),
     "webserver_port": ("VIDEODIT_DAGSTER_PORT", 3000),
     "code_server_port": ("VIDEODIT_CODE_SERVER_PORT", 4266),
 }
@@ -104,6 +109,8 @@ class Settings:
     weed_grpc_offset: int
     mlflow_port: int
     mlflow_workers: int
+    mlflow_http_retries: int
+    mlflow_http_backoff_s: int
     webserver_port: int
     code_server_port: int
 
@@ -145,6 +152,8 @@ class Settings:
             "VIDEODIT_PROJECT_DIR": str(Path(self.project_dir).resolve()),
             "VIDEODIT_PRESET": self.preset,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.mlflow_http_retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(self.mlflow_http_backoff_s),
             "VIDEODIT_DVC_REMOTE": f"s3://{self.s3_bucket}/dvc",
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
@@ -422,7 +431,8 @@ def up(s: Settings, names: list[str]) -> None:
     Path(s.project_dir).mkdir(parents=True, exist_ok=True)
     wanted = services_for(s, names)
     _ensure_databases(s)
-    _prepare_dagster_home(s)
+    # The schema migration takes seconds: only when a Dagster service starts (not to restart S3 or MLflow alone).
+    _prepare_dagster_home(s, migrate=bool(set(wanted) & {"code-server", "daemon", "webserver"}))
     for service in wanted:
         t0 = time.monotonic()
         pid = start(s, service)

@@ -4,7 +4,8 @@ One module-scoped stack: the machine's PostgreSQL (two databases of this test's 
 (PostgreSQL backend, artifacts proxied into the S3 bucket), and Dagster (PostgreSQL instance from
 infra/dagster/dagster.yaml, daemon with the queued run coordinator, webserver, code server), every port free and
 chosen here. ONE run of `full_pipeline`, submitted through the webserver into the run queue, is what the other tests
-read. Also holds what tests/test_mlflow_server.py asserted (every registration through a server): that server is
+read; the faults after it (a service stopped or killed, two runs at once) add three runs of `vae_model` alone.
+Also holds what tests/test_mlflow_server.py asserted (every registration through a server): that server is
 this stack's.
 """
 
@@ -19,6 +20,7 @@ import sys
 import time
 import uuid
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import mlflow
@@ -26,11 +28,12 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
+import torch
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClientError
 from mlflow import MlflowClient
 
-from videodit.tracking.registry import CHALLENGER, CHAMPION
+from videodit.tracking.registry import CHALLENGER, CHAMPION, missing_model_files
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -278,22 +281,170 @@ def test_wrong_s3_credentials_fail_with_a_sentence_naming_the_bucket(stack, pipe
     assert f"to remote s3://{settings.s3_bucket}/dvc" in out.stdout and "Traceback" not in out.stdout + out.stderr
 
 
-def test_a_run_queued_while_the_daemon_is_down_is_launched_after_it_restarts(stack, pipeline):
+# ---------------------------------------------------------------------------------------------------- faults
+# Each run below trains only `vae_model` (the smallest selection of a job that carries the GPU tag). A run worker costs
+# ~15 s to start here, so the faults share runs: the run queued while the daemon is down is the one the MLflow kill
+# fails; its re-execution and a second run are submitted at once; the schedule's and the sensor's runs are queued
+# behind those two and cancelled there.
+
+LAUNCH = """mutation Launch($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+REEXECUTE = """mutation Reexecute($p: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $p) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+
+
+def _launched(answer: dict) -> str:
+    assert answer["__typename"] == "LaunchRunSuccess", answer
+    return answer["run"]["runId"]
+
+
+def _submit_vae(settings, vae_model_config: dict) -> str:
+    """training_job cut down to vae_model, into the run queue through the webserver; it keeps the job's GPU tag."""
+    selector = {"repositoryLocationName": stack_module.LOCATION, "repositoryName": "__repository__", "jobName": "training_job",
+                "assetSelection": [{"path": ["vae_model"]}]}  # fmt: skip
+    params = {"selector": selector, "runConfigData": {"ops": {"vae_model": {"config": vae_model_config}}}}
+    return _launched(stack_module.graphql(settings, LAUNCH, {"p": params})["launchRun"])
+
+
+def _vae_versions(client) -> dict[str, object]:
+    return {v.version: v for v in client.search_model_versions("name = 'videodit-vae'")}
+
+
+def _wait_for_message(instance, run_id: str, text: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(text in (e.user_message or "") for e in instance.all_logs(run_id)):
+        assert time.monotonic() < deadline, f"run {run_id} logged no {text!r} within {timeout_s}s"
+        time.sleep(0.3)
+
+
+def _event_times(instance, run_id: str) -> tuple[float, float]:
+    """When the daemon launched the run (RUN_STARTING) and when it ended."""
+    events = [e for e in instance.all_logs(run_id) if e.dagster_event]
+    starting = next(e.timestamp for e in events if e.dagster_event_type == DagsterEventType.RUN_STARTING)
+    return starting, max(e.timestamp for e in events if e.dagster_event_type in (DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE))
+
+
+@pytest.fixture(scope="module")
+def queued_while_the_daemon_was_down(stack, pipeline):
+    """A vae_model run with a config of its own (a new fingerprint: it trains and registers) submitted while the
+    daemon is stopped; returned once the restarted daemon has launched it, with its status while the daemon was down
+    and the VAE versions before it."""
     settings, env, instance = stack
+    _, client, _ = pipeline
+    versions = _vae_versions(client)
     assert _stack_cli(env, "down", "daemon").returncode == 0
-    run_id = stack_module.submit(settings, "ingestion_job", {})
+    run_id = _submit_vae(settings, {"vae_train": {"max_steps": 12}})
     time.sleep(5)  # > 2 dequeue intervals: nothing may launch it
-    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.QUEUED
+    while_down = instance.get_run_by_id(run_id).status
     up = _stack_cli(env, "up", "daemon")
     assert up.returncode == 0, up.stdout + up.stderr
     deadline = time.monotonic() + 120
     while instance.get_run_by_id(run_id).status == DagsterRunStatus.QUEUED and time.monotonic() < deadline:
         time.sleep(1)
+    return run_id, while_down, versions
+
+
+def test_a_run_queued_while_the_daemon_is_down_is_launched_after_it_restarts(stack, queued_while_the_daemon_was_down):
+    _, env, instance = stack
+    run_id, while_down, _ = queued_while_the_daemon_was_down
+    assert while_down == DagsterRunStatus.QUEUED
     kinds = [e.dagster_event_type for e in instance.all_logs(run_id) if e.dagster_event]
     assert DagsterEventType.RUN_ENQUEUED in kinds and DagsterEventType.RUN_STARTING in kinds  # launched by the new daemon
-    assert _stop(settings, instance, run_id) in ("SUCCESS", "CANCELED")  # that it was launched is under test, not the ingestion
     status = _stack_cli(env, "status")
     assert status.returncode == 0 and status.stdout.count("healthy") == 5, status.stdout
+
+
+@pytest.fixture(scope="module")
+def killed_run(stack, queued_while_the_daemon_was_down):
+    """That run's MLflow server killed (SIGKILL) as soon as its step has opened its MLflow run; the server started
+    again once the run failed."""
+    settings, env, instance = stack
+    run_id, _, versions = queued_while_the_daemon_was_down
+    _wait_for_message(instance, run_id, f"at {settings.mlflow_uri}")  # "MLflow run … (parent …) at <uri>"
+    stack_module.stop(settings, ["mlflow"], timeout_s=0)
+    state = stack_module.wait_for_run(settings, run_id, RUN_TIMEOUT_S)
+    up = _stack_cli(env, "up", "mlflow")
+    assert up.returncode == 0, up.stdout + up.stderr
+    return run_id, state, versions
+
+
+def test_a_killed_mlflow_server_fails_the_step_naming_its_uri(stack, killed_run):
+    settings, _, instance = stack
+    run_id, state, _ = killed_run
+    assert state == "FAILURE"
+    (failure,) = [e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event_type == DagsterEventType.STEP_FAILURE]
+    message = failure.event_specific_data.error.message.strip()
+    assert failure.step_key == "vae_model" and settings.mlflow_uri in message and "\n" not in message, message
+
+
+def test_the_object_store_restarts_without_losing_anything(stack, pipeline):
+    """SeaweedFS killed and started again on its folder: every object written before (DVC's, MLflow's) is still
+    listed and reads back whole, and the MLflow server writes and reads artifacts through it again. (The runs below
+    write their models through it too.)"""
+    settings, env, _ = stack
+    _, client, _ = pipeline
+    s3 = stack_module._s3_client(settings)
+
+    def listing() -> dict[str, tuple[str, int]]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket)
+        return {o["Key"]: (o["ETag"].strip('"'), o["Size"]) for page in pages for o in page.get("Contents", [])}
+
+    before = listing()
+    assert any(k.startswith("dvc/") for k in before) and any(k.startswith("mlartifacts/") for k in before)
+    # weed mini's own shutdown stalls once its S3 gateway has stopped: killed after 2 s, the harsher fault anyway.
+    stack_module.stop(settings, ["seaweedfs"], timeout_s=2)
+    up = _stack_cli(env, "up", "seaweedfs")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert listing() == before
+    for key, (etag, size) in before.items():
+        body = s3.get_object(Bucket=settings.s3_bucket, Key=key)["Body"].read()
+        assert len(body) == size and ("-" in etag or hashlib.md5(body).hexdigest() == etag), key  # multipart ETags are no MD5
+    run = client.create_run(client.create_experiment("object-store-restart"))
+    client.log_text(run.info.run_id, "written after the restart", "note.txt")
+    downloaded = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="note.txt", tracking_uri=settings.mlflow_uri)
+    assert Path(downloaded).read_text() == "written after the restart"
+    client.set_terminated(run.info.run_id)
+
+
+@pytest.fixture(scope="module")
+def two_runs(stack, killed_run):
+    """Two GPU-tagged runs submitted at once, the server back: the killed run re-executed from its failure, and a run
+    forcing a new VAE version. Returned while they are queued or running."""
+    settings, _, _ = stack
+    killed, _, _ = killed_run
+    params = {"parentRunId": killed, "strategy": "FROM_FAILURE"}
+    rerun = _launched(stack_module.graphql(settings, REEXECUTE, {"p": params})["launchRunReexecution"])
+    forced = _submit_vae(settings, {"vae_train": {"max_steps": 4}, "force_new_version": True})
+    return rerun, forced
+
+
+def test_the_daemons_schedule_tick_queues_a_training_run(stack, two_runs):
+    """`weekly_retraining` (Mondays 03:00) started and evaluated by the scheduler daemon's own code with its clock set
+    to the next tick: the tick creates one training_job run, held in the queue behind the two GPU runs."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster._daemon.daemon import get_default_daemon_logger
+    from dagster._scheduler.scheduler import launch_scheduled_runs
+
+    settings, _, instance = stack
+    target = WorkspaceFileTarget(paths=[str(settings.dagster_home / "workspace.yaml")])
+    with WorkspaceProcessContext(instance, target) as workspace:
+        location = workspace.create_request_context().get_code_location(stack_module.LOCATION)
+        schedule = location.get_repository("__repository__").get_schedule("weekly_retraining")
+        instance.start_schedule(schedule)
+        try:
+            tick_time = next(schedule.execution_time_iterator(time.time()))
+            clock = tick_time.astimezone(timezone.utc) + timedelta(seconds=1)
+            list(launch_scheduled_runs(workspace, get_default_daemon_logger("SchedulerDaemon"), clock, iteration_times={}))
+            (tick,) = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
+        finally:
+            instance.stop_schedule(schedule.get_remote_origin_id(), schedule.selector_id, schedule)
+    assert tick.status.value == "SUCCESS" and tick.timestamp == tick_time.timestamp() and len(tick.run_ids) == 1, tick
+    run = instance.get_run_by_id(tick.run_ids[0])
+    assert _stop(settings, instance, run.run_id) == "CANCELED"  # cancelled in the queue: it never trains
+    assert run.job_name == "training_job" and run.tags["dagster/schedule_name"] == "weekly_retraining"
+    assert run.tags["videodit/gpu"] == "1" and run.status == DagsterRunStatus.QUEUED  # a GPU run is ahead of it
+    assert datetime.fromisoformat(run.tags[".dagster/scheduled_execution_time"]) == tick_time
 
 
 SENSOR = "retrain_on_new_data"
@@ -316,9 +467,10 @@ def _next_finished_tick(settings, after: float, timeout_s: float = 90) -> dict:
     raise TimeoutError(f"the daemon evaluated no tick of {SENSOR} within {timeout_s}s")
 
 
-def test_the_daemon_runs_the_sensor_once_per_data_version(stack, pipeline):
+def test_the_daemon_runs_the_sensor_once_per_data_version(stack, two_runs):
     """A new data version of raw_videos starts exactly one retraining run; the same version again starts none.
-    The versions are reported as runless materializations (what the sensor reads), so no second ingestion is needed."""
+    The versions are reported as runless materializations (what the sensor reads), so no second ingestion is needed;
+    the run waits in the queue behind the two GPU runs, and is cancelled there."""
     from dagster import AssetMaterialization
     from dagster._core.storage.dagster_run import RunsFilter
 
@@ -339,3 +491,33 @@ def test_the_daemon_runs_the_sensor_once_per_data_version(stack, pipeline):
     again = _next_finished_tick(settings, first["timestamp"])
     assert not again["runIds"], again
     assert len(instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR}))) == 1
+
+
+def test_two_gpu_runs_at_once_take_turns_and_register_apart(stack, pipeline, killed_run, two_runs):
+    """The GPU limit held (one run launched only after the other ended), each registered its own version with its own
+    artifacts, both load and reconstruct; and the re-executed run registered its model exactly once."""
+    settings, _, instance = stack
+    _, client, _ = pipeline
+    _, _, versions_before = killed_run
+    for run_id in two_runs:
+        assert stack_module.wait_for_run(settings, run_id, RUN_TIMEOUT_S) == "SUCCESS", run_id
+    first, second = sorted(_event_times(instance, run_id) for run_id in two_runs)
+    assert first[1] <= second[0], (first, second)  # the second was launched after the first had ended
+    new = {v: mv for v, mv in _vae_versions(client).items() if v not in versions_before}
+    assert len(new) == 2 and len({mv.source for mv in new.values()}) == 2 and len({mv.run_id for mv in new.values()}) == 2
+    # The killed run stopped before registering, or after: either way its re-execution left one version of its model.
+    rerun, forced = (
+        next(e.asset_materialization.metadata for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION))
+        for run_id in two_runs
+    )
+    assert [mv.tags["videodit.fingerprint"] for mv in _vae_versions(client).values()].count(rerun["fingerprint"].value) == 1
+    # Each trained in a folder of its own (the forced version's is keyed by its run): neither overwrote the other's.
+    checkpoints = {Path(m["checkpoint"].path) for m in (rerun, forced)}
+    assert len(checkpoints) == 2 and all(c.is_file() for c in checkpoints)
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    mlflow.set_registry_uri(settings.mlflow_uri)
+    video = np.zeros((1, 5, 32, 32, 3), dtype=np.uint8)
+    for version in new:
+        assert not missing_model_files("videodit-vae", version)
+        reconstructed = mlflow.pytorch.load_model(f"models:/videodit-vae/{version}")(torch.from_numpy(video))
+        assert tuple(reconstructed.shape) == video.shape
