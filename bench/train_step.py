@@ -7,7 +7,12 @@ time is the median of its steps, so other load on the machine hits both alike. P
 ratio ours/Latte, and MFU on CUDA (model FLOPs per step, counted by torch's FlopCounterMode, / step time /
 --peak-flops).
 
+With --mixed-buckets it also times our DiT on the step sequence the bucket batch sampler draws from the preset's
+bucket table (a bucket per step, ∝ its weight, each batch as many items as fit the default bucket's token budget)
+against steps of the default bucket alone, interleaved, and prints the tokens/s of each and their ratio.
+
     python bench/train_step.py --preset demo --precision fp32 bf16 --compile
+    python bench/train_step.py --preset demo --precision fp32 --mixed-buckets
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from videodit.models.dit import SpacetimeDiT
 from videodit.models.vae import VideoVAE
 from videodit.config import load_preset
+from videodit.training.datamodule import BatchGroup, BucketBatchSampler
+
+CAPTION_TOKENS, CAPTION_WORDS = 32, 12  # every caption padded to 32 tokens, 12 of them real
 
 
 class LatteVelocity(torch.nn.Module):
@@ -51,6 +59,19 @@ class LatteVelocity(torch.nn.Module):
         bias = (~text_mask).to(text.dtype) * -10000.0
         bias = bias.repeat_interleave(x.shape[2], dim=0)[:, None, :]
         return self.model(x, t * 1000, text, bias, return_dict=False)[0]
+
+
+def random_batch(n: int, latent_shape, text_dim: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latents [n, *latent_shape], caption tokens and their mask (realistic padded captions)."""
+    mask = torch.ones(n, CAPTION_TOKENS, dtype=torch.bool, device=device)
+    mask[:, CAPTION_WORDS:] = False
+    return torch.randn(n, *latent_shape, device=device), torch.randn(n, CAPTION_TOKENS, text_dim, device=device), mask
+
+
+def patch_tokens(latent_shape, patch_size) -> int:
+    """The DiT's sequence length for one item of `latent_shape`."""
+    (_, frames, height, width), (pt, ph, pw) = latent_shape, patch_size
+    return frames // pt * (height // ph) * (width // pw)
 
 
 def train_step(model, optimizer, x, text, mask, dtype):
@@ -96,6 +117,50 @@ def step_flops(model, batch) -> int:
     return counter.get_total_flops()
 
 
+def mixed_bucket_rows(preset, batch_size: int, precision: str, steps: int, warmup: int, device) -> list[str]:
+    """Our DiT on the sampler's mixed-bucket step sequence against the default bucket alone, steps interleaved.
+
+    Every bucket holds the same number of items, so the sampler draws buckets ∝ their table weights."""
+    vae = VideoVAE(preset.vae)
+    shapes = {b.name: vae.latent_shape(b.frames, b.height, b.width) for b in preset.buckets}
+    default = preset.default_bucket.name
+    names = [default, *(name for name in shapes if name != default)]  # the sampler's budget is its first group's
+    weights = {b.name: b.weight for b in preset.buckets}
+    groups = [BatchGroup(name, 100_000, shapes[name][1] * shapes[name][2] * shapes[name][3], weights[name]) for name in names]
+    sampler = BucketBatchSampler(groups, batch_size, seed=0)
+    torch.manual_seed(0)
+    model = SpacetimeDiT(preset.dit).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    batches = {g.name: random_batch(n, shapes[g.name], preset.dit.text_dim, device) for g, n in sampler.groups}
+
+    def timed(name: str) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        train_step(model, optimizer, *batches[name], precision)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for name in batches:  # every shape once, so no first-call cost lands in a timed step
+        for _ in range(warmup):
+            timed(name)
+    seconds, tokens, drawn = {"single": [], "mixed": []}, {"single": [], "mixed": []}, []
+    for k in range(steps):
+        mixed = sampler.batch(k)[0][0]
+        drawn.append(mixed)
+        for kind, name in (("single", default), ("mixed", mixed)):
+            seconds[kind].append(timed(name))
+            tokens[kind].append(len(batches[name][0]) * patch_tokens(shapes[name], preset.dit.patch_size))
+    rate = {kind: sum(tokens[kind]) / sum(seconds[kind]) for kind in seconds}
+    mix = ", ".join(f"{name} ×{drawn.count(name)}" for name in names if name in drawn)
+    return [
+        f"| {default} alone (batch {batch_size}) | {precision} | {steps} | {sum(seconds['single']) / steps:.3f} | {rate['single']:,.0f} |",
+        f"| mixed buckets ({mix}) | {precision} | {steps} | {sum(seconds['mixed']) / steps:.3f} | {rate['mixed']:,.0f} |",
+        f"| **ratio mixed / single** | {precision} | | | **{rate['mixed'] / rate['single']:.2f}x** |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", choices=["tiny", "demo", "base"])
@@ -106,6 +171,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model (median)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--peak-flops", type=float, default=989e12, help="bf16 peak for MFU (H100 SXM: 989e12)")
+    parser.add_argument("--mixed-buckets", action="store_true",
+                        help="also time our DiT on the bucket sampler's mixed-bucket steps against the default bucket alone")  # fmt: skip
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,19 +182,12 @@ def main() -> None:
     batch_size = args.batch or preset.dit_train.batch_size
     precisions = args.precision or (["bf16"] if device.type == "cuda" else ["fp32", "bf16"])
     torch.manual_seed(0)
-    mask = torch.ones(batch_size, 32, dtype=torch.bool, device=device)
-    mask[:, 12:] = False  # realistic padded captions
-    batch = (
-        torch.randn(batch_size, *latent_shape, device=device),
-        torch.randn(batch_size, 32, cfg.text_dim, device=device),
-        mask,
-    )
-    pt, ph, pw = cfg.patch_size
-    tokens = latent_shape[1] // pt * (latent_shape[2] // ph) * (latent_shape[3] // pw)
+    batch = random_batch(batch_size, latent_shape, cfg.text_dim, device)
+    tokens = patch_tokens(latent_shape, cfg.patch_size)
     builders = {
         "ours (SpacetimeDiT)": lambda: SpacetimeDiT(cfg),
         "diffusers Latte": lambda: LatteVelocity(
-            cfg.hidden_size, cfg.depth, cfg.num_heads, ph, latent_shape, cfg.text_dim
+            cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.patch_size[1], latent_shape, cfg.text_dim
         ),
     }
     print(f"device {device}, preset {args.preset}: width {cfg.hidden_size}, {cfg.depth} blocks, {cfg.num_heads} heads, "
@@ -156,6 +216,11 @@ def main() -> None:
         else:
             print(f"| {name} | {precision} | {compiled} | {params / 1e6:.2f}M | {flops / 1e9:.2f} | {seconds:.3f} | "
                   f"{batch_size * tokens / seconds:,.0f} | {batch_size / seconds:.1f} | {mfu} |")  # fmt: skip
+    if args.mixed_buckets:
+        print("\n| steps of our DiT | precision | steps | s / step | tokens/s |")
+        print("|---|---|---|---|---|")
+        for precision in precisions:
+            print("\n".join(mixed_bucket_rows(preset, batch_size, precision, args.steps, args.warmup, device)))
 
 
 if __name__ == "__main__":

@@ -176,6 +176,14 @@ def test_sizes_beyond_the_bundle_are_refused(workdir, bundle_dir, capsys, args, 
     assert list(workdir.iterdir()) == []
 
 
+def test_a_size_that_was_not_trained_is_one_warning_line_and_still_generates(bundle_dir, tmp_path, capsys):
+    out = tmp_path / "wide.mp4"
+    assert main(["generate", "a red circle", "-o", str(out), "--model", str(bundle_dir), "--steps", "1", "--size", "40x32"]) == 0
+    warning, wrote = capsys.readouterr().err.splitlines(), out.is_file()
+    assert len(warning) == 1 and warning[0].startswith("videodit: warning: 40x32 × 9 frames was not trained (trained: 32x32 × 9 frames,")
+    assert warning[0].endswith("expect lower quality") and wrote
+
+
 def test_output_that_is_a_folder_gets_the_files_inside_it(bundle_dir, tmp_path):
     folder = tmp_path / "parent" / "videos"
     folder.mkdir(parents=True)

@@ -47,19 +47,20 @@ def test_synthetic_graph_materializes_and_reingest_is_idempotent(project):
     raw = _metadata(result, "raw_videos")
     dvc_out = yaml.safe_load((root / "data.dvc").read_text())["outs"][0]
     assert raw["dvc_md5"] == dvc_out["md5"] and raw["dvc_md5"].endswith(".dir")
-    assert raw["clips"] == 24 and raw["files"] == 24 + 3  # clips + captions.csv + manifest.jsonl + synthetic.json
+    assert raw["clips"] == 34 and raw["files"] == 34 + 3  # clips + captions.csv + manifest.jsonl + synthetic.json
     assert raw["pushed_objects"] == raw["files"] + 1  # + the directory listing object
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["raw_videos"]]
     assert event.materialization.tags["dagster/data_version"] == raw["dvc_md5"]
 
     meta = _metadata(result, "video_metadata")
-    assert (meta["clips"], meta["decode_failures"], meta["clips_with_cuts"]) == (24, 0, 0)
+    assert (meta["clips"], meta["decode_failures"], meta["clips_with_cuts"]) == (34, 0, 0)
     validated = _metadata(result, "validated_clips")
-    assert (validated["ingested"], validated["accepted"], validated["quarantined"]) == (24, 24, 0)
+    assert (validated["ingested"], validated["accepted"], validated["quarantined"]) == (34, 34, 0)
     assert validated["data_docs"].startswith("file://") and (root / "great_expectations" / "uncommitted" / "data_docs").is_dir()
     curated = _metadata(result, "training_clips")
-    assert curated["train_clips"] + curated["val_clips"] == 24 and curated["val_clips"] >= 1
-    assert curated["clips_per_bucket"] == {"9x32x32": 24}
+    assert curated["train_clips"] + curated["val_clips"] == 34 and curated["val_clips"] >= 1
+    # The built-in set in every video bucket: 24 clips at the default size, 2 in each other bucket.
+    assert curated["clips_per_bucket"] == {"9x32x32": 24, "5x32x32": 2, "9x24x48": 2, "5x24x48": 2, "9x48x24": 2, "5x48x24": 2}
     shards = ClipShards(root / "artifacts" / "training_clips")
     for row in shards.index.itertuples():  # every clip is stored at its bucket's shape
         assert shards.frames(row.shard, row.row).shape == (row.frames, row.height, row.width, 3)

@@ -9,7 +9,11 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from videodit.data.config import SyntheticConfig
+import json
+
+import torch
+
+from videodit.data.config import Bucket, SyntheticConfig
 from videodit.data.synthetic import (
     CAPTION_TEMPLATES, COLOURS, DIRECTIONS, SHAPES, SHAPES_DOMAIN, SIZES, TOWARDS, render_clip,
 )  # fmt: skip
@@ -30,9 +34,13 @@ from videodit.evaluation import (
     ssim,
 )
 from videodit.evaluation.contact_sheet import CAPTION_HEIGHT, FRAME_GAP
-from videodit.data.shards import ShardWriter
+from videodit.data.shards import BUCKETS_FILE, ShardWriter
 from videodit.evaluation.confusion import confusion_matrix, confusion_sheet
-from videodit.evaluation.model_report import EvaluationConfig, evaluate_pipeline, evaluation_prompts, wilson_interval
+from videodit.evaluation.image_quality import PSNR_CAP_DB
+from videodit.evaluation.model_report import (
+    BUCKET_METRICS, EvaluationConfig, bucket_metrics, bucket_table, evaluate_buckets, evaluate_pipeline, evaluation_prompts,
+    wilson_interval,
+)  # fmt: skip
 from videodit.models.vae import VAEConfig, VideoVAE
 from videodit.sampling import SamplerConfig, prompt_seeds
 
@@ -259,6 +267,58 @@ def test_evaluation_samples_with_the_sampler_it_is_given_and_prompt_i_at_seed_pl
     # (plain names are the unseen split: 32 samples; seen: 10).
     assert metrics["overall"] == metrics["seen_overall"] == 0.0
     assert metrics["shape_ci_low"] == 0.0 and 0.0 < metrics["shape_ci_high"] < metrics["seen_shape_ci_high"]
+
+
+class IdentityVAE(torch.nn.Module):
+    def forward(self, x, sample=False):
+        return x, None
+
+
+class DrawingPipeline:
+    """A perfect model: draws what each prompt asks at the size it is asked for and reconstructs exactly."""
+
+    def __init__(self):
+        self.vae, self.sizes = IdentityVAE(), []
+
+    def generate(self, prompts, seeds, sampler, frames=9, height=32, width=32):
+        self.sizes.append((frames, height, width))
+        config = SyntheticConfig(n_frames=frames, height=height, width=width)
+        asked = [attributes_from_caption(p, SHAPES_DOMAIN) for p in prompts]
+        return np.stack([render_clip(*(a[k] for k in ATTRIBUTES), config, np.random.default_rng(seed))
+                         for a, seed in zip(asked, prompt_seeds(seeds, len(prompts)))])  # fmt: skip
+
+
+def test_every_video_bucket_is_scored_at_its_own_size_and_the_default_row_is_the_promoting_scores(tmp_path):
+    default, landscape, portrait = Bucket(32, 32, 9), Bucket(24, 48, 9), Bucket(48, 24, 5)
+    writer, rng = ShardWriter(tmp_path, clips_per_shard=4), np.random.default_rng(0)
+    for i, (combo, bucket, split) in enumerate([(COMBINATIONS[0], default, "val"), (COMBINATIONS[50], default, "val"),
+                                                (COMBINATIONS[9], landscape, "train"),  # landscape: no validation clip
+                                                (COMBINATIONS[3], portrait, "val"), (COMBINATIONS[120], portrait, "val")]):  # fmt: skip
+        config = SyntheticConfig(n_frames=bucket.frames, height=bucket.height, width=bucket.width)
+        writer.add(render_clip(*combo, config, rng), {
+            "clip_id": f"clip{i}", "caption": CAPTION_TEMPLATES[0].format(**dict(zip(ATTRIBUTES, combo))), "split": split,
+            "sha256": "", "path": "", "attributes": "{}", "bucket": bucket.name,
+        })  # fmt: skip
+    writer.close()
+    (tmp_path / BUCKETS_FILE).write_text(json.dumps({"default": default.name}))
+    pipeline, settings, sampler = DrawingPipeline(), EvaluationConfig(seeds_per_prompt=2, prompts_per_other_bucket=3), SamplerConfig()
+    scored = evaluate_pipeline(pipeline, tmp_path, settings, sampler, SHAPES_DOMAIN)
+    pipeline.sizes.clear()
+    table = (default, landscape, portrait, Bucket(32, 32, 1))  # the image bucket is no row
+    rows = evaluate_buckets(pipeline, tmp_path, table, settings, sampler, SHAPES_DOMAIN, scored)
+
+    assert [(r["bucket"], r["orientation"], r["prompts"], r["val_clips"]) for r in rows] == [
+        ("9x32x32", "square", 32, 2), ("9x24x48", "landscape", 6, 0), ("5x48x24", "portrait", 6, 2)]
+    assert {size for size in pipeline.sizes} == {(9, 24, 48), (5, 48, 24)}  # the default bucket is not sampled again
+    assert {name: rows[0][name] for name in BUCKET_METRICS} == {name: scored[0][name] for name in BUCKET_METRICS}
+    for row in rows:  # "moves left" read back from a portrait clip as from a square one
+        assert all(row[name] == 1.0 for name in ("overall", "colour", "shape", "size", "direction")), row
+    assert rows[2]["vae_psnr"] == PSNR_CAP_DB and rows[2]["frechet_distance"] >= 0.0
+    assert np.isnan(rows[1]["vae_psnr"]) and np.isnan(rows[1]["frechet_distance"])
+    flat = bucket_metrics(rows)
+    assert len(flat) == 3 * len(BUCKET_METRICS) and flat["bucket/5x48x24/direction"] == 1.0
+    markdown = bucket_table(rows).splitlines()
+    assert len(markdown) == 2 + 3 and "5x48x24" in markdown[-1] and "portrait" in markdown[-1]
 
 
 # --- a domain given as data -----------------------------------------------------------------------

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 from mlflow import MlflowClient
@@ -31,7 +30,7 @@ from videodit.data.config import video_buckets
 from videodit.generation.rest import invoke, serving
 from videodit.data.shards import ClipShards
 from videodit.data.synthetic import SHAPES_DOMAIN
-from videodit.evaluation.model_report import reconstruct_clips, validation_clips
+from videodit.evaluation.model_report import BUCKET_METRICS, reconstruct_clips, validation_clips
 from videodit.tracking.registry import CHAMPION, CHALLENGER, SCORE_TAG_PREFIX, alias_version
 from videodit.tracking.source import code_version
 
@@ -74,7 +73,7 @@ def test_every_asset_materializes_with_real_values(pipeline):
     assert _metadata(result, "vae_model")["registered_version"] == "videodit-vae v1"
     assert _metadata(result, "dit_model")["registered_version"] == "videodit-dit v1"
     latents = _metadata(result, "video_latents")
-    assert latents["train_clips"] + _metadata(result, "training_clips")["val_clips"] == 24
+    assert latents["train_clips"] + _metadata(result, "training_clips")["val_clips"] == 34  # 24 square + 2 per other bucket
     assert latents["latent_shape"] == "(4, 3, 4, 4)"  # 8 frames → 1 + 8/4 latent frames; 32 px / 8
     evaluation = _metadata(result, "model_evaluation")
     for metric in ("colour", "shape", "size", "direction", "overall", "vae_ssim"):
@@ -90,6 +89,24 @@ def test_every_asset_materializes_with_real_values(pipeline):
         assert 0.0 <= evaluation[name] <= 1.0, name
     for mode in ("image_to_video", "extension", "long_video", "interpolation"):
         assert evaluation[f"conditioned_{mode}"].startswith(f"![conditioned_{mode}](data:image/png;base64,")
+    # Every video bucket scored: its table in the metadata, its metrics in MLflow; the default bucket's row is the
+    # promoting scores.
+    table = evaluation["per_bucket"].splitlines()
+    assert len(table) == 2 + len(VIDEO_BUCKETS) and all(any(f" {b} " in row for row in table) for b in VIDEO_BUCKETS)
+    run_metrics = client.get_run(evaluation["mlflow_run_id"]).data.metrics
+    report = json.loads((root / "artifacts" / "model_evaluation" / "evaluation.json").read_text())
+    assert [row["bucket"] for row in report["per_bucket"]] == VIDEO_BUCKETS
+    for row in report["per_bucket"]:
+        for metric in BUCKET_METRICS:
+            assert run_metrics[f"eval/bucket/{row['bucket']}/{metric}"] == pytest.approx(row[metric], nan_ok=True)
+        assert all(0.0 <= row[m] <= 1.0 for m in ("overall", "colour", "shape", "size", "direction")), row
+        assert row["prompts"] == (16 if row["bucket"] == VIDEO_BUCKETS[0] else 2)  # tiny: 2 unseen prompts, 1 seed
+        # A bucket's PSNR needs one of its validation clips, its Fréchet distance two (which bucket has them is up to
+        # the split by hash); NaN without them.
+        assert 0.0 < row["vae_psnr"] <= 100.0 if row["val_clips"] >= 1 else np.isnan(row["vae_psnr"])
+        assert row["frechet_distance"] >= 0.0 if row["val_clips"] >= 2 else np.isnan(row["frechet_distance"])
+    assert report["per_bucket"][0]["overall"] == evaluation["overall"] and report["per_bucket"][0]["val_clips"] >= 1
+    assert "evaluation/per_bucket.json" in {a.path for a in client.list_artifacts(evaluation["mlflow_run_id"], "evaluation")}
     onnx = _metadata(result, "onnx_models")
     assert onnx["max_graph_abs_diff"] < 1e-3 and onnx["min_end_to_end_psnr_db"] >= 40
     assert set(onnx["end_to_end_psnr_db"]) == set(VIDEO_BUCKETS)  # parity in every bucket served
@@ -509,9 +526,10 @@ def test_no_held_out_combination_or_phrasing_reaches_the_training_clips(pipeline
     """The unseen split of evaluation asks for what training never showed: check the clips it trained on."""
     root = pipeline[0]
     shards = ClipShards(root / "artifacts" / "training_clips")
-    trained = pd.concat([shards.split("train"), shards.split("val")])
+    trained = shards.index  # every bucket, both splits
+    assert len(trained) == 34 and sorted(set(trained["bucket"])) == sorted(VIDEO_BUCKETS)
     combos = {tuple(json.loads(a)[k] for k in ("shape", "colour", "size", "direction")) for a in trained["attributes"]}
-    assert len(trained) == 24 and combos and not combos & set(SHAPES_DOMAIN.held_out_combinations)
+    assert combos and not combos & set(SHAPES_DOMAIN.held_out_combinations)
     words = {w for caption in trained["caption"] for w in caption.lower().replace(",", " ").split()}
     assert not words & set(SHAPES_DOMAIN.held_out_synonyms)
     report = json.loads((root / "artifacts" / "model_evaluation" / "evaluation.json").read_text())

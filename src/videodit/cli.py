@@ -9,7 +9,7 @@ size nearest their aspect ratio.
 MLFLOW_TRACKING_URI, else the project's sqlite:///<project>/mlflow.db, the project being VIDEODIT_PROJECT_DIR or
 else the current folder. A store that does not exist is an error: the lookup never creates one. Generation runs
 on onnxruntime (no torch); mlflow is imported only to resolve a URI. Bad input ends with exit code 2 and a
-one-line error.
+one-line error; a warning (a size that was not trained, a prompt cut short) is one line too.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -272,9 +273,17 @@ def generate(args: argparse.Namespace) -> Path:
     return write_outputs(out_dir, clips, spec.fps, settings)
 
 
+def print_one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` for a terminal user: the message on one line of stderr, not Python's two lines
+    of file, line number and source."""
+    print(f"videodit: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        manifest = generate(build_parser().parse_args(argv))
+        with warnings.catch_warnings():  # restores the caller's showwarning on the way out
+            warnings.showwarning = print_one_line_warning
+            manifest = generate(build_parser().parse_args(argv))
     except (UsageError, ValueError, FileNotFoundError) as exc:  # InputError is a ValueError naming the file
         print(f"videodit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

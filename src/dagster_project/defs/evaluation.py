@@ -18,11 +18,14 @@ from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import log_video_samples
 from dagster_project.config import EvaluationSection, SamplerSection, overrides
 from dagster_project.defs.resources import MLflowTracking, TrackedRun, Workspace
+from videodit.data.config import Bucket
 from videodit.data.synthetic import SHAPES_DOMAIN, unseen_clips
 from videodit.evaluation.conditioning_report import ConditionedSample, evaluate_conditioning
 from videodit.evaluation.confusion import confusion_sheet
 from videodit.evaluation.contact_sheet import png_data_uri
-from videodit.evaluation.model_report import LOWER_IS_BETTER, EvaluationConfig, evaluate_pipeline
+from videodit.evaluation.model_report import (
+    LOWER_IS_BETTER, EvaluationConfig, bucket_metrics, bucket_table, evaluate_buckets, evaluate_pipeline,
+)  # fmt: skip
 from videodit.sampling import SamplerConfig
 from videodit.tracking.registry import (
     CHALLENGER, CHAMPION, EVAL_CONFIG_TAG, SCORE_TAG_PREFIX, Rescorer, alias_version, fingerprint, missing_model_files,
@@ -33,6 +36,7 @@ from videodit.training.runs import registered_checkpoint
 
 REPORT_FILE = "evaluation.json"
 CONFUSION_FILE = "confusion_unseen.png"  # asked vs drawn, per attribute, on the unseen split
+BUCKETS_TABLE = "per_bucket.json"  # the per-bucket table, an MLflow table artifact
 EVALUATION_HEADING = "\n\nEvaluation:\n"  # a model card's scores follow it, up to the card's end
 # The registry is a network service when MLflow runs as a server: a blip deserves a retry.
 REGISTRY_RETRY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL)
@@ -47,10 +51,16 @@ def _load(checkpoint: Path) -> DiTModule:
     return DiTModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
 
 
-def _evaluate(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, checkpoint: Path) -> tuple[dict, dict]:
-    """(metrics, samples) of the pipeline saved at `checkpoint`, on this project's clips."""
+def _evaluate(
+    workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, checkpoint: Path, buckets: tuple[Bucket, ...] = ()
+) -> tuple[dict, dict, list[dict]]:
+    """(metrics, samples, per-bucket rows) of the pipeline saved at `checkpoint`, on this project's clips; the rows
+    only for the video buckets of `buckets` (a re-scored champion needs the promoting metrics alone)."""
+    pipeline = _load(checkpoint)
+    clips = workspace.artifacts("training_clips")
     with failing_on_corrupt_shards("training_clips"):
-        return evaluate_pipeline(_load(checkpoint), workspace.artifacts("training_clips"), settings, sampler, SHAPES_DOMAIN)
+        default = evaluate_pipeline(pipeline, clips, settings, sampler, SHAPES_DOMAIN)
+        return *default, evaluate_buckets(pipeline, clips, buckets, settings, sampler, SHAPES_DOMAIN, default) if buckets else []
 
 
 def _evaluate_conditioning(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, checkpoint: Path) -> tuple[dict, dict]:
@@ -64,8 +74,11 @@ def _evaluate_conditioning(workspace: Workspace, settings: EvaluationConfig, sam
 
 def _evaluation_hash(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig) -> str:
     """What the scores depend on: the evaluation settings, the sampler and the clips they are measured against
-    (not which score decides, nor the quality floor: changing those compares the same scores)."""
-    scored_by = {k: v for k, v in asdict(settings).items() if k not in ("primary_metric", "min_overall")}
+    (not which score decides, nor the quality floor, nor the other buckets' table: changing those compares the
+    same scores)."""
+    # Neither the per-bucket rows nor the conditioned modes are registry scores: their settings change no promotion.
+    unscored = ("primary_metric", "min_overall", "prompts_per_other_bucket", "conditioned_prompts", "long_video_windows")
+    scored_by = {k: v for k, v in asdict(settings).items() if k not in unscored}
     return fingerprint(evaluation=scored_by, sampler=asdict(sampler), data=data_hash(workspace))
 
 
@@ -82,19 +95,21 @@ def _rescorer(workspace: Workspace, settings: EvaluationConfig, sampler: Sampler
 @asset(group_name="evaluation", code_version="1", deps=[dit_model], retry_policy=REGISTRY_RETRY, kinds={"mlflow"})
 def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConfig, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """Prompt adherence (colour, shape, size, direction read back from pixels), an FVD-like score on the
-    validation clips and VAE PSNR/SSIM; the challenger takes `champion` when it wins on the primary metric
-    (the champion is evaluated again first when its scores came from another evaluation)."""
+    validation clips and VAE PSNR/SSIM, in the default bucket and (a table) in every video bucket; the challenger
+    takes `champion` when it wins on the primary metric, the default bucket's (the champion is evaluated again
+    first when its scores came from another evaluation)."""
     preset = workspace.config(overrides(config, ["evaluation", "sampler"]))
     settings, sampler = preset.evaluation, preset.sampler
     pointer = read_pointer(workspace, "dit_model")
     with mlflow_tracking.asset_run(context, workspace) as run:
-        metrics, samples = _evaluate(workspace, settings, sampler, Path(pointer["checkpoint"]))
+        metrics, samples, per_bucket = _evaluate(workspace, settings, sampler, Path(pointer["checkpoint"]), preset.buckets)
         conditioned, conditioned_videos = _evaluate_conditioning(workspace, settings, sampler, Path(pointer["checkpoint"]))
         evaluation_hash = _evaluation_hash(workspace, settings, sampler)
         run.log_params({"evaluation": settings.__dict__, "sampler": asdict(sampler), "evaluation_hash": evaluation_hash,
                         "dit_version": pointer["version"]})  # fmt: skip
-        for name, value in {**metrics, **conditioned}.items():
+        for name, value in {**metrics, **conditioned, **bucket_metrics(per_bucket)}.items():
             run.client.log_metric(run.run_id, f"eval/{name}", value)
+        run.client.log_table(run.run_id, pd.DataFrame(per_bucket), f"evaluation/{BUCKETS_TABLE}")
         challenger = record_scores(run.client, DIT_MODEL, pointer["version"], metrics, evaluation_hash)
         decision = promote_if_better(
             run.client, DIT_MODEL, challenger, settings.primary_metric, _rescorer(workspace, settings, sampler, run),
@@ -119,13 +134,14 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
                                                      out_dir, shown["given_frames"])
             for mode, shown in conditioned_videos.items()
         }  # fmt: skip
-        report = {"metrics": metrics, "conditioned": conditioned, "decision": decision.__dict__,
+        report = {"metrics": metrics, "conditioned": conditioned, "per_bucket": per_bucket, "decision": decision.__dict__,
                   "dit_version": pointer["version"], "min_overall": settings.min_overall}  # fmt: skip
         (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return MaterializeResult(
         metadata={
             **{name: MetadataValue.float(value) for name, value in {**metrics, **conditioned}.items()},
             "challenger": f"{DIT_MODEL} v{pointer['version']}",
+            "mlflow_run_id": run.run_id,
             "champion_before": f"v{decision.champion_version}" if decision.champion_version else "none",
             "champion_score_before": decision.champion_score if decision.champion_score is not None else "none",
             "evaluation_hash": evaluation_hash,
@@ -134,6 +150,7 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
             "generated": sheet,
             "confusion_unseen": MetadataValue.md(f"![confusion, unseen split]({png_data_uri(confusion)})"),
             **mode_sheets,  # the given frames outlined
+            "per_bucket": MetadataValue.md(bucket_table(per_bucket)),
         }
     )
 

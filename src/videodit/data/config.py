@@ -24,6 +24,10 @@ class Bucket:
     def aspect(self) -> float:
         return self.width / self.height
 
+    @property
+    def orientation(self) -> str:
+        return "square" if self.width == self.height else "landscape" if self.width > self.height else "portrait"
+
 
 def as_buckets(entries) -> tuple[Bucket, ...]:
     """A bucket table from Buckets or their dicts (a preset file, `asdict`, MLflow params)."""

@@ -1,5 +1,6 @@
 """Evaluate a trained text-to-video pipeline: prompt adherence on a fixed prompt set, an FVD-like score
-against the validation clips, and the VAE's reconstruction quality. Used by the `model_evaluation` asset."""
+against the validation clips, and the VAE's reconstruction quality, in the default bucket (the scores that
+promote) and per video bucket (a table). Used by the `model_evaluation` asset."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
+from videodit.data.config import Bucket, video_buckets
 from videodit.data.shards import ClipShards
 from videodit.domain import Domain
+from videodit.evaluation.continuity import stability_metrics, temporal_stability
 from videodit.evaluation.frechet import frechet_video_distance
 from videodit.evaluation.image_quality import PSNR_CAP_DB, psnr, ssim
 from videodit.evaluation.prompt_adherence import attributes_from_caption, prompt_adherence
@@ -24,6 +28,8 @@ ADHERENCE = ("overall", "colour", "shape", "size", "direction")
 SPLITS = {"unseen": "", "seen": "seen_"}  # split -> the prefix of its metric names
 METRICS = (*ADHERENCE, *(f"seen_{name}" for name in ADHERENCE), "frechet_distance", "vae_psnr", "vae_ssim")
 LOWER_IS_BETTER = frozenset({"frechet_distance"})
+# What the per-bucket table reports for every video bucket: the unseen split's adherence, Fréchet distance, VAE PSNR.
+BUCKET_METRICS = (*ADHERENCE, "frechet_distance", "vae_psnr")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,9 @@ class EvaluationConfig:
     seed: int = 0
     batch_size: int = 16
     max_val_clips: int = 64
+    # Each video bucket besides the default one is scored on this many unseen prompts (at every seed) and at most
+    # this many of its validation clips: a bounded cost per bucket, enough to see a bucket fall behind.
+    prompts_per_other_bucket: int = 8
     primary_metric: str = "overall"
     min_overall: float = 0.0  # the quality floor of the `evaluation_meets_minimum` check
     # Unseen-split clips whose frames the conditioned modes are scored on (`conditioning_report`); 0: not scored.
@@ -77,12 +86,15 @@ def _split_metrics(adherence: dict, prefix: str) -> dict[str, float]:
     return metrics
 
 
-def _generate(pipeline, prompts: list[str], config: EvaluationConfig, sampler: SamplerConfig) -> list[np.ndarray]:
-    """Prompt i of `prompts` with seed config.seed + i, in batches."""
+def _generate(
+    pipeline, prompts: list[str], config: EvaluationConfig, sampler: SamplerConfig, bucket: Bucket | None = None
+) -> list[np.ndarray]:
+    """Prompt i of `prompts` with seed config.seed + i, in batches, at the size of `bucket` (default: the pipeline's)."""
+    size = {"frames": bucket.frames, "height": bucket.height, "width": bucket.width} if bucket else {}
     videos = []
     for start in range(0, len(prompts), config.batch_size):
         batch = prompts[start : start + config.batch_size]
-        videos += list(pipeline.generate(batch, config.seed + start, sampler))
+        videos += list(pipeline.generate(batch, config.seed + start, sampler, **size))
     return videos
 
 
@@ -93,10 +105,11 @@ def reconstruct_clips(vae, clips: list[np.ndarray]) -> list[np.ndarray]:
     return list(to_uint8_videos(recon.float().numpy()))
 
 
-def validation_clips(shards_root, n: int) -> tuple[list[np.ndarray], list[str]]:
-    """The first `n` validation clips (uint8 [T, H, W, 3]) under `shards_root`, and their captions."""
+def validation_clips(shards_root, n: int, bucket: str | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """The first `n` validation clips (uint8 [T, H, W, 3]) of `bucket` (default: the default bucket) under
+    `shards_root`, and their captions."""
     shards = ClipShards(shards_root)
-    val = shards.split("val").head(n)
+    val = shards.split("val", bucket).head(n)
     return [shards.frames(r.shard, int(r.row)) for r in val.itertuples()], val["caption"].tolist()
 
 
@@ -125,12 +138,66 @@ def evaluate_pipeline(
         adherence = prompt_adherence(generated, [attributes_from_caption(p, domain) for p in asked], domain)
         metrics.update(_split_metrics(adherence, SPLITS[split]))
         samples["splits"][split] = {"prompts": asked, "generated": generated, "per_clip": adherence["per_clip"]}
+    # Does the object hold its colour and area frame to frame (the flicker goal of #15)? On the unseen split.
+    metrics.update(stability_metrics([temporal_stability(v) for v in samples["splits"]["unseen"]["generated"]]))
     real, captions = validation_clips(shards_root, config.max_val_clips)
     val_generated = _generate(pipeline, captions, config, sampler)
     recon = reconstruct_clips(pipeline.vae.float().eval(), real)
 
-    metrics["frechet_distance"] = frechet_video_distance(real, val_generated) if len(real) >= 2 else float("nan")
-    metrics["vae_psnr"] = float(np.mean([min(psnr(a, b), PSNR_CAP_DB) for a, b in zip(real, recon)]))
+    metrics.update(_reconstruction_metrics(real, val_generated, recon))
     metrics["vae_ssim"] = float(np.mean([ssim(a, b) for a, b in zip(real, recon)]))
     samples.update(val_captions=captions, val_real=real, val_generated=val_generated, val_recon=recon)
     return metrics, samples
+
+
+def _bucket_row(bucket: Bucket, prompts: int, val_clips: int, metrics: dict) -> dict:
+    return {"bucket": bucket.name, "orientation": bucket.orientation, "frames": bucket.frames, "prompts": prompts,
+            "val_clips": val_clips, **{name: float(metrics[name]) for name in BUCKET_METRICS}}  # fmt: skip
+
+
+def _reconstruction_metrics(real: list[np.ndarray], generated: list[np.ndarray], recon: list[np.ndarray]) -> dict:
+    """Fréchet distance (two clips at least) and capped mean PSNR (one at least) of a bucket's validation clips."""
+    return {
+        "frechet_distance": frechet_video_distance(real, generated) if len(real) >= 2 else float("nan"),
+        "vae_psnr": float(np.mean([min(psnr(a, b), PSNR_CAP_DB) for a, b in zip(real, recon)])) if real else float("nan"),
+    }
+
+
+def evaluate_buckets(
+    pipeline, shards_root, buckets: tuple[Bucket, ...], config: EvaluationConfig, sampler: SamplerConfig,
+    domain: Domain, default: tuple[dict, dict],
+) -> list[dict]:
+    """One row per video bucket of `buckets`: the unseen split's adherence per attribute, Fréchet distance and VAE
+    PSNR (BUCKET_METRICS), with how many samples and validation clips they came from.
+
+    The default bucket's row is `default`, what `evaluate_pipeline` returned (metrics, samples): the scores that
+    promote, not sampled again. Every other bucket samples the first `config.prompts_per_other_bucket` unseen
+    prompts at each seed and reads at most as many of its validation clips; NaN where it has too few of them.
+    """
+    shards = ClipShards(shards_root)
+    vae = pipeline.vae.float().eval()
+    unseen = domain.unseen_prompts()[: config.prompts_per_other_bucket]
+    asked = [p for p in unseen for _ in range(config.seeds_per_prompt)]
+    rows = []
+    for bucket in video_buckets(buckets):
+        if bucket.name == shards.default_bucket:
+            metrics, samples = default
+            rows.append(_bucket_row(bucket, len(samples["splits"]["unseen"]["prompts"]), len(samples["val_real"]), metrics))
+            continue
+        generated = _generate(pipeline, asked, config, sampler, bucket)
+        adherence = prompt_adherence(generated, [attributes_from_caption(p, domain) for p in asked], domain)
+        real, captions = validation_clips(shards_root, config.prompts_per_other_bucket, bucket.name)
+        val_generated = _generate(pipeline, captions, config, sampler, bucket)
+        recon = reconstruct_clips(vae, real) if real else []
+        rows.append(_bucket_row(bucket, len(asked), len(real), adherence | _reconstruction_metrics(real, val_generated, recon)))
+    return rows
+
+
+def bucket_metrics(rows: list[dict]) -> dict[str, float]:
+    """The per-bucket table as flat metric names, `bucket/<bucket>/<metric>`, for a tracking store."""
+    return {f"bucket/{row['bucket']}/{name}": row[name] for row in rows for name in BUCKET_METRICS}
+
+
+def bucket_table(rows: list[dict]) -> str:
+    """The per-bucket table in Markdown, three decimals; a bucket without validation clips shows NaN there."""
+    return pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f")
