@@ -64,6 +64,10 @@ def generate_request(generator: OnnxVideoGenerator, request: GenerationRequest) 
     spec = generator.spec
     height, width = _size(request, generator)
     window = generator.window_frames(height, width)
+    most = spec.frame_range.maximum  # the graphs' limit caps videos made window by window too
+    if request.frames is not None and request.frames > most:
+        raise ValueError(f"frames={request.frames} is not supported by this model: use {spec.frame_range.describe()}, "
+                         f"or any count up to {most} (made window by window beyond {window})")  # fmt: skip
     steps, guidance = request.steps, request.guidance
     if request.extend:
         clip = read_video(request.extend, height, width, spec.fps)
