@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 DAGSTER := $(BIN)/dagster
 DG := $(BIN)/dg  # reads [tool.dg] in pyproject.toml: src/dagster_project/definitions.py loads defs/
 
-.PHONY: install demo test dev check mlflow serve ingest clean up down status
+.PHONY: install demo test dev check mlflow serve ingest conditioning-examples clean up down status
 
 # torch first: the pinned release resolves to the CPU build here (and the CUDA build on GPU hosts),
 # so the bare `torch` requirement below never pulls a second, multi-GB build.
@@ -93,6 +93,10 @@ down:
 
 status:
 	$(STACK_PY) status
+
+# The example conditioning folder conditioned_videos reads by default, redrawn from the built-in renderer.
+conditioning-examples: install
+	$(BIN)/python scripts/draw_conditioning_examples.py src/videodit/generation/examples
 
 clean:
 	rm -rf artifacts .dagster_home data great_expectations/uncommitted mlflow.db mlartifacts

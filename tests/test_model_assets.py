@@ -3,6 +3,7 @@
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,8 @@ from dagster_project.defs.resources import DVCResource, MLflowTracking, Workspac
 from videodit.cli import main as cli_main
 from videodit.config import load_preset
 from videodit.data.config import video_buckets
+from dagster_project.defs.serving import DEFAULT_CONDITIONING_DIR
+from videodit.generation.inputs import read_video
 from videodit.generation.rest import invoke, serving
 from videodit.data.shards import ClipShards
 from videodit.data.synthetic import SHAPES_DOMAIN
@@ -138,7 +141,7 @@ def test_mlflow_runs_nest_under_the_dagster_run_with_params_metrics_and_tags(pip
     parents = [r for r in runs if r.data.tags.get("videodit.role") == "pipeline"]
     assert len(parents) == 1 and parents[0].data.tags["dagster.run_id"] == result.run_id
     children = {r.data.tags["dagster.asset_key"]: r for r in runs if r.data.tags.get("videodit.role") == "asset"}
-    assert set(children) == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos"}
+    assert set(children) == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos", "conditioned_videos"}
     dvc_md5 = _metadata(result, "raw_videos")["dvc_md5"]
     for run in children.values():
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -156,6 +159,47 @@ def test_mlflow_runs_nest_under_the_dagster_run_with_params_metrics_and_tags(pip
     assert any(k.startswith("system/") for k in longest.data.metrics), longest.data.tags["dagster.asset_key"]
     artifacts = {a.path for a in client.list_artifacts(dit.info.run_id, "samples")}
     assert "samples/samples.png" in artifacts and "samples/samples_0.gif" in artifacts
+
+
+def test_conditioned_videos_make_every_mode_from_the_shipped_folder_and_reject_a_bad_request(pipeline, tmp_path):
+    root, instance, result, client = pipeline
+    # The shipped example folder (the default), at the tiny bundle: 32x32, 9-frame window.
+    made = _metadata(result, "conditioned_videos")
+    assert made["videos"] == 6 and made["rejected"] == 0
+    out = root / "artifacts" / "conditioned_videos"
+    requests = json.loads((out / "manifest.json").read_text())["requests"]
+    by_mode = {r["mode"]: r for r in requests}
+    assert {m: (r["frames"], r["given_frames"]) for m, r in by_mode.items() if m != "extend_backward" and m != "extend"} == {
+        "image_to_video": (9, [0]), "interpolate": (9, [0, 8]), "end_at_image": (9, [8]), "long_image_to_video": (64, [0])}
+    # Extending keeps the given 9 frames and adds one window (9) after them, or before them backward.
+    assert (by_mode["extend"]["frames"], by_mode["extend"]["given_frames"]) == (18, list(range(9)))
+    assert (by_mode["extend_backward"]["frames"], by_mode["extend_backward"]["given_frames"]) == (18, list(range(9, 18)))
+    for r in requests:
+        assert len(read_video(out / r["folder"] / "video.mp4", 32, 32, 8)) == r["frames"], r
+        assert made[f"contact_sheet_{r['folder']}"].startswith("![")
+    experiment = client.get_experiment_by_name("videodit").experiment_id
+    (run,) = client.search_runs([experiment], f"tags.`dagster.asset_key` = 'conditioned_videos' and tags.`dagster.run_id` = '{result.run_id}'")
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "conditioned_videos")}
+    assert "conditioned_videos/manifest.json" in logged and f"conditioned_videos/{requests[0]['folder']}" in logged
+
+    # A folder with a bad request beside a good one: the bad one is recorded with its reason, the good one made.
+    folder = tmp_path / "requests"
+    folder.mkdir()
+    shutil.copy(DEFAULT_CONDITIONING_DIR / "circle_first.png", folder / "first.png")
+    (folder / "requests.json").write_text(json.dumps([
+        {"prompt": "a large red circle moves right", "image": "missing.png"},
+        {"prompt": "a large red circle moves right", "image": "first.png", "extend": "first.png"},
+        {"prompt": "a large red circle moves right", "image": "first.png", "frames": 5},
+    ]))  # fmt: skip
+    config = {"ops": {"conditioned_videos": {"config": {"folder": str(folder)}}}}
+    again = materialize(ALL_ASSETS, selection=["conditioned_videos"], resources=_resources(root), instance=instance, run_config=config)
+    bad = _metadata(again, "conditioned_videos")
+    assert bad["videos"] == 1 and bad["rejected"] == 2
+    missing, combined, good = json.loads((out / "manifest.json").read_text())["requests"]
+    assert missing["status"] == "rejected" and missing["reason"] == f"request 0 (missing.png): {folder / 'missing.png'}: file not found"
+    assert combined["status"] == "rejected" and combined["reason"].startswith("request 1 (first.png, first.png): --extend")
+    assert (good["status"], good["mode"], good["frames"], good["given_frames"]) == ("generated", "image_to_video", 5, [0])
+    assert not (out / requests[-1]["folder"]).exists()  # the last folder's videos are gone with its manifest
 
 
 def test_same_data_and_code_reuse_the_registered_versions(pipeline):

@@ -216,7 +216,7 @@ def test_runs_finish_and_no_logged_model_is_left_unregistered(stack, pipeline):
     assert {r.data.tags["dagster.run_id"] for r in runs} == {run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}
     children = {r.data.tags["dagster.asset_key"] for r in runs if r.data.tags["videodit.role"] == "asset"}
-    assert children == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos"}
+    assert children == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos", "conditioned_videos"}
     logged = {m.model_id for m in client.search_logged_models(experiment_ids=[experiment.experiment_id])}
     registered = {v.source.removeprefix("models:/") for name in MODELS for v in client.search_model_versions(f"name = '{name}'")}
     assert logged == registered and len(logged) == len(MODELS)

@@ -2,8 +2,9 @@
 
 import importlib.resources
 import json
+import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
@@ -22,7 +23,8 @@ from videodit.evaluation.contact_sheet import png_data_uri
 from videodit.export import end_to_end_parity, export_pipeline, graph_parity
 from videodit.files import write_text_atomically
 from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
-from videodit.generation.outputs import CONTACT_SHEET_PNG
+from videodit.generation.modes import folder_request, generate_request, read_requests
+from videodit.generation.outputs import CONTACT_SHEET_PNG, MANIFEST_JSON
 from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
 from videodit.models.text_encoder import default_text_encoder
 from videodit.sampling import prompt_seeds
@@ -38,6 +40,8 @@ PARITY_PROMPTS = ("a large red circle moves left", "a small cyan triangle moves 
 MAX_GRAPH_DIFF = 1e-3
 MIN_PARITY_PSNR_DB = 40.0
 DEFAULT_PROMPTS_FILE = importlib.resources.files("videodit.generation") / "prompts.txt"
+# Drawn by `make conditioning-examples`; package data, so the default resolves wherever the package is installed.
+DEFAULT_CONDITIONING_DIR = importlib.resources.files("videodit.generation") / "examples"
 
 
 class OnnxModelsConfig(Config):
@@ -171,6 +175,81 @@ def generated_videos(context: AssetExecutionContext, config: GenerationSettings,
             "seconds_per_video": round(sum(seconds.values()) / videos_total, 3),
             "model": base_settings["model"],
             "folder": MetadataValue.path(str(out_dir)),
+            **{f"contact_sheet_{name}": MetadataValue.md(f"![{name}]({png_data_uri(sheet, max_width=900)})")
+               for name, sheet in sheets.items()},  # fmt: skip
+        }
+    )
+
+
+class ConditioningSettings(Config):
+    """A folder of requests.json + the files it names (videodit.generation.modes.read_requests); `seed` for the
+    requests that give none (request i: seed + i); `steps` and `guidance` override the bundle's sampler."""
+
+    folder: str = str(DEFAULT_CONDITIONING_DIR)
+    seed: int = 0
+    steps: int | None = None  # None: the bundle's default
+    guidance: float | None = None
+
+
+@asset(group_name="serving", code_version="1", deps=[onnx_models], kinds={"onnxruntime"})
+def conditioned_videos(context: AssetExecutionContext, config: ConditioningSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    """Videos made from given frames with onnxruntime alone: an image animated, a clip ending at an image, an
+    interpolation, a video extended or one longer than the window, one folder per request (its MP4, GIF, contact
+    sheet with the given frames outlined, manifest) and a manifest.json of every request's mode and given frames.
+
+    A request that cannot be made (a missing or unreadable file, --image with --extend, a malformed entry) is
+    recorded as rejected with its reason and the others still generate: one bad input loses no other video."""
+    bundle = json.loads((workspace.artifacts("onnx_models") / "bundle.json").read_text())
+    folder = Path(config.folder)
+    entries = read_requests(folder)  # no list of requests at all: nothing to record, the asset fails naming the file
+    generator = OnnxVideoGenerator(bundle["path"])
+    out_dir = workspace.artifacts("conditioned_videos")
+    shutil.rmtree(out_dir)  # a manifest for this folder only, not one beside the last folder's videos
+    out_dir.mkdir()
+    model = f"{ONNX_MODEL} v{bundle['version']}"
+    sampler = asdict(generator.sampler(config.steps, config.guidance))
+    records, sheets, seconds = [], {}, 0.0
+    for index, (entry, seed) in enumerate(zip(entries, prompt_seeds(config.seed, len(entries)))):
+        record = {"index": index, "prompt": entry.get("prompt")}
+        started = time.monotonic()
+        try:
+            request = replace(folder_request(entry, folder, seed), steps=config.steps, guidance=config.guidance)
+            (video,), conditioning = generate_request(generator, request)
+        except ValueError as exc:  # an InputError names its file; the rest name the key or flag at fault
+            files = ", ".join(str(entry[k]) for k in ("image", "last_image", "extend") if isinstance(entry.get(k), str))
+            reason = f"request {index}{f' ({files})' if files else ''}: {exc}"
+            context.log.warning(f"rejected {reason}")
+            records.append({**record, "status": "rejected", "reason": reason})
+            continue
+        took = time.monotonic() - started
+        seconds += took
+        name = f"{index:03d}_{conditioning['mode']}"
+        clip = GeneratedClip("video", request.prompts[0], request.seeds[0], video, conditioning["given_frames"])
+        settings = {**sampler, **conditioning, "model": model, "frames": video.shape[0], "height": video.shape[1],
+                    "width": video.shape[2], "provider": generator.providers[0], "seconds": round(took, 3)}  # fmt: skip
+        write_outputs(out_dir / name, [clip], generator.spec.fps, settings)
+        sheets[name] = Image.open(out_dir / name / CONTACT_SHEET_PNG)
+        records.append({**record, "status": "generated", "seed": request.seeds[0], "folder": name, "mode": conditioning["mode"],
+                        "frames": video.shape[0], "given_frames": conditioning["given_frames"]})  # fmt: skip
+        context.log.info(f"request {index}: {conditioning['mode']}, {video.shape[0]} frames in {took:.1f}s")
+    rejected = [r for r in records if r["status"] == "rejected"]
+    manifest = {"folder": str(folder), "model": model, **sampler, "requests": records}
+    (out_dir / MANIFEST_JSON).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    made = len(records) - len(rejected)
+    with mlflow_tracking.asset_run(context, workspace) as run:
+        run.client.log_artifacts(run.run_id, str(out_dir), "conditioned_videos")
+        run.client.log_metric(run.run_id, "videos", made)
+        run.client.log_metric(run.run_id, "rejected_requests", len(rejected))
+        if made:
+            run.client.log_metric(run.run_id, "seconds_per_video", seconds / made)
+    return MaterializeResult(
+        metadata={
+            "videos": made,
+            "rejected": len(rejected),
+            "rejections": MetadataValue.md("\n".join(f"- {r['reason']}" for r in rejected) or "none"),
+            "model": model,
+            "folder": MetadataValue.path(str(out_dir)),
+            "manifest": MetadataValue.json(manifest),
             **{f"contact_sheet_{name}": MetadataValue.md(f"![{name}]({png_data_uri(sheet, max_width=900)})")
                for name, sheet in sheets.items()},  # fmt: skip
         }

@@ -5,13 +5,14 @@ model, so both serve the same modes with the same checks; errors are ValueErrors
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from videodit.conditioning import FrameCondition
-from videodit.generation.inputs import fitted_size, image_size, read_image, read_video, video_size
+from videodit.generation.inputs import InputError, fitted_size, image_size, read_image, read_video, video_size
 from videodit.generation.onnx_generator import OnnxVideoGenerator
 
 
@@ -103,3 +104,42 @@ def generate_request(generator: OnnxVideoGenerator, request: GenerationRequest) 
         videos = generator.generate(request.prompts, request.seeds, steps, guidance, frames, height, width, conditions)
     record["given_frames"] = condition.given_video_frames(frames) if condition else []
     return videos, record
+
+
+# A folder of requests (`conditioned_videos`): requests.json lists them, file paths relative to the folder.
+REQUESTS_JSON = "requests.json"
+_FILE_KEYS = ("image", "last_image", "extend")
+_REQUEST_KEYS = {"prompt", "seed", "frames", "extend_backward", *_FILE_KEYS}
+
+
+def read_requests(folder: Path) -> list[dict]:
+    """The entries of `folder`/requests.json as written; a folder without one, or a file that is not a JSON list
+    of objects, is an InputError naming the file."""
+    path = folder / REQUESTS_JSON
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InputError(f"{path}: expected a list of objects, one per request")
+    return entries
+
+
+def folder_request(entry: dict, folder: Path, seed: int) -> GenerationRequest:
+    """One requests.json entry as a request for one video; `seed` unless the entry gives its own. A malformed
+    entry is a ValueError saying which key is wrong."""
+    unknown = set(entry) - _REQUEST_KEYS
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; expected some of {sorted(_REQUEST_KEYS)}")
+    if not isinstance(entry.get("prompt"), str) or not entry["prompt"].strip():
+        raise ValueError("'prompt' must be a non-empty string")
+    for key, kind in (("seed", int), ("frames", int), ("extend_backward", bool), *((k, str) for k in _FILE_KEYS)):
+        if key in entry and (not isinstance(entry[key], kind) or (kind is int and isinstance(entry[key], bool))):
+            raise ValueError(f"'{key}' must be a {kind.__name__}, got {entry[key]!r}")
+    if "frames" in entry and entry["frames"] < 1:
+        raise ValueError(f"'frames' must be at least 1, got {entry['frames']}")
+    files = {k: folder / entry[k] for k in _FILE_KEYS if k in entry}
+    return GenerationRequest([entry["prompt"].strip()], [entry.get("seed", seed)], frames=entry.get("frames"),
+                             extend_backward=entry.get("extend_backward", False), **files)  # fmt: skip
