@@ -2,6 +2,11 @@
 and batch; plus the latency of the REST endpoint for one prompt.
 
     python bench/generate.py [--preset demo] [--steps 10] [--batch 2 8] [--repeats 3] [--rest-requests 10]
+                             [--long-frames 64]
+
+Then the conditioned modes (issue #16), one video each: image to video (the first frame given) and a long video
+of --long-frames frames, window by window; PyTorch through `generate_videos(..., conditions=)` and
+`videodit.conditioning.long_video` over a torch window, the same three modes.
 
 Models are random-init at the preset's sizes (speed does not depend on the weights). PyTorch runs eager fp32,
 eager under bf16 autocast and torch.compile'd; each is timed after one warm-up call, best of --repeats rounds,
@@ -26,6 +31,7 @@ import mlflow
 import numpy as np
 import torch
 
+from videodit.conditioning import FrameCondition, long_video, window_seed
 from videodit.export import bundle_psnr, export_bundle, quantize_bundle, random_models
 from videodit.generation import OnnxVideoGenerator
 from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
@@ -113,6 +119,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rest-requests", type=int, default=10, help="0 skips the REST endpoint")
+    parser.add_argument("--long-frames", type=int, default=64, help="frames of the long video (several windows)")
     args = parser.parse_args()
 
     preset = load_preset(args.preset)
@@ -155,9 +162,41 @@ def main() -> None:
         for name, (seconds, peak) in results.items():
             rows.append((batch, name, seconds / batch, fastest_torch / seconds, peak / 2**20))
 
+    # The conditioned modes (#16), one video of one prompt each, every runtime at the same steps and window.
+    prompt, (frames, height, width) = PROMPTS[0], video_shape
+    condition = FrameCondition(first=np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8))
+    window, r = generators["fp32"].window_frames(height, width), generators["fp32"].spec.temporal_compression
+    torch_modes = {"torch eager fp32": (dit, False), "torch eager bf16 autocast": (dit, True), "torch.compile fp32": (dit_compiled, False)}
+
+    def torch_video(model: torch.nn.Module, bf16: bool, n: int, given: FrameCondition | None, seed: int) -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return generate_videos(vae, model, text_encoder, [prompt], [seed], timesteps, guidance, (n, height, width),
+                                   conditions=[given])[0]  # fmt: skip
+
+    def torch_long(model: torch.nn.Module, bf16: bool) -> np.ndarray:
+        # The window function OnnxVideoGenerator.generate_long builds, over torch: window i from window_seed(0, i).
+        return long_video(lambda n, given, i: torch_video(model, bf16, n, given, window_seed(0, i)), args.long_frames, window, r)
+
+    conditioned = {
+        "image to video": {**{f"onnxruntime {name}": (lambda g=g: g.generate([prompt], [0], conditions=[condition]))
+                              for name, g in generators.items()},
+                           **{name: (lambda m=m, b=b: torch_video(m, b, frames, condition, 0)) for name, (m, b) in torch_modes.items()}},
+        f"long video, {args.long_frames} frames": {
+            **{f"onnxruntime {name}": (lambda g=g: g.generate_long(prompt, 0, args.long_frames)) for name, g in generators.items()},
+            **{name: (lambda m=m, b=b: torch_long(m, b)) for name, (m, b) in torch_modes.items()}},
+    }  # fmt: skip
+    mode_rows = []
+    for mode, runs in conditioned.items():
+        results = best_seconds(runs, args.repeats)
+        fastest_torch = min(s for name, (s, _) in results.items() if name.startswith("torch"))
+        mode_rows += [(mode, name, seconds, fastest_torch / seconds, peak / 2**20) for name, (seconds, peak) in results.items()]
+
     print(f"\n{'batch':>5}  {'runtime':<28}{'s / video':>10}{'fastest torch / it':>20}{'peak RSS rise MB':>18}")
     for batch, name, per_video, ratio, peak in rows:
         print(f"{batch:>5}  {name:<28}{per_video:>10.4f}{ratio:>19.2f}x{peak:>18.0f}")
+    print(f"\n{'mode (one video)':<26}{'runtime':<28}{'s / video':>10}{'fastest torch / it':>20}{'peak RSS rise MB':>18}")
+    for mode, name, seconds, ratio, peak in mode_rows:
+        print(f"{mode:<26}{name:<28}{seconds:>10.4f}{ratio:>19.2f}x{peak:>18.0f}")
     if args.rest_requests:
         p50, p95 = rest_latency(fp32, args.rest_requests)
         print(f"\nREST (mlflow models serve, fp32 bundle), one prompt, {args.rest_requests} requests: "
