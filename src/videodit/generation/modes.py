@@ -16,6 +16,10 @@ from videodit.generation.inputs import InputError, fitted_size, image_size, read
 from videodit.generation.onnx_generator import OnnxVideoGenerator
 
 
+# Frames of one video made window by window (two minutes at 8 fps): a typo of a few zeros must not run for hours.
+MAX_FRAMES = 960
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Prompts and seeds, the sampler and size overrides (None: the bundle's), and what is given: an image to
@@ -65,10 +69,9 @@ def generate_request(generator: OnnxVideoGenerator, request: GenerationRequest) 
     spec = generator.spec
     height, width = _size(request, generator)
     window = generator.window_frames(height, width)
-    most = spec.frame_range.maximum  # the graphs' limit caps videos made window by window too
-    if request.frames is not None and request.frames > most:
-        raise ValueError(f"frames={request.frames} is not supported by this model: use {spec.frame_range.describe()}, "
-                         f"or any count up to {most} (made window by window beyond {window})")  # fmt: skip
+    if request.frames is not None and request.frames > MAX_FRAMES:
+        raise ValueError(f"frames={request.frames} is not supported by this model: use {spec.frame_range.describe()} "
+                         f"in one window, or any count up to {MAX_FRAMES} (made window by window beyond {window})")  # fmt: skip
     steps, guidance = request.steps, request.guidance
     if request.extend:
         clip = read_video(request.extend, height, width, spec.fps)
