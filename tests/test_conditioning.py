@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_bundle import SAMPLER, tiny_bundle
+from tiny_bundle import SAMPLER, tiny_bundle
 from videodit.conditioning import (
     CONTEXT_LATENT_FRAMES, FrameCondition, extend_video, given_latents, long_video, start_latents,
 )

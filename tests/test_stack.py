@@ -114,6 +114,7 @@ def stack(tmp_path_factory):
         "VIDEODIT_MLFLOW_PORT": str(mlflow_port), "VIDEODIT_MLFLOW_WORKERS": "1", "VIDEODIT_DAGSTER_PORT": str(web),
         "VIDEODIT_CODE_SERVER_PORT": str(code), "VIDEODIT_S3_ENDPOINT": "", "PGHOST": "127.0.0.1", "PGPORT": "5432",
         "PGUSER": "postgres",
+        "VIDEODIT_STACK_STOP_TIMEOUT_S": "3",  # `weed mini` ignores SIGTERM: `down` waits this long, then kills
     }  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DAGSTER_", "AWS_"))}
     env.update(variables)
