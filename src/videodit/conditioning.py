@@ -59,7 +59,7 @@ def given_latents(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(given latents float32 [B, C, T, h, w], given frames bool [B, T]) for one condition per clip (None: text
     only). `frame_size` is the clip's (height, width); at least one latent frame is always left to generate."""
-    channels, latent_t = latent_shape[0], latent_shape[1]
+    latent_t = latent_shape[1]
     latents = np.zeros((len(conditions), *latent_shape), np.float32)
     given = np.zeros((len(conditions), latent_t), bool)
     for i, condition in enumerate(conditions):

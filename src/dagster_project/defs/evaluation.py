@@ -26,6 +26,7 @@ from videodit.evaluation.contact_sheet import png_data_uri
 from videodit.evaluation.model_report import (
     LOWER_IS_BETTER, EvaluationConfig, bucket_metrics, bucket_table, evaluate_buckets, evaluate_pipeline,
 )  # fmt: skip
+from videodit.config import ProjectConfig
 from videodit.sampling import SamplerConfig
 from videodit.tracking.registry import (
     CHALLENGER, CHAMPION, EVAL_CONFIG_TAG, SCORE_TAG_PREFIX, Rescorer, alias_version, fingerprint, missing_model_files,
@@ -52,24 +53,24 @@ def _load(checkpoint: Path) -> DiTModule:
 
 
 def _evaluate(
-    workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, checkpoint: Path, buckets: tuple[Bucket, ...] = ()
+    workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, pipeline: DiTModule, buckets: tuple[Bucket, ...] = ()
 ) -> tuple[dict, dict, list[dict]]:
-    """(metrics, samples, per-bucket rows) of the pipeline saved at `checkpoint`, on this project's clips; the rows
-    only for the video buckets of `buckets` (a re-scored champion needs the promoting metrics alone)."""
-    pipeline = _load(checkpoint)
+    """(metrics, samples, per-bucket rows) of `pipeline` on this project's clips; the rows only for the video
+    buckets of `buckets` (a re-scored champion needs the promoting metrics alone)."""
     clips = workspace.artifacts("training_clips")
     with failing_on_corrupt_shards("training_clips"):
         default = evaluate_pipeline(pipeline, clips, settings, sampler, SHAPES_DOMAIN)
         return *default, evaluate_buckets(pipeline, clips, buckets, settings, sampler, SHAPES_DOMAIN, default) if buckets else []
 
 
-def _evaluate_conditioning(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig, checkpoint: Path) -> tuple[dict, dict]:
+def _evaluate_conditioning(preset: ProjectConfig, pipeline: DiTModule) -> tuple[dict, dict]:
     """(metrics, videos per mode) of the conditioned modes, on clips of the unseen split's combinations drawn at
     the preset's clip size (never trained on)."""
+    settings = preset.evaluation
     if not settings.conditioned_prompts:
         return {}, {}
-    samples = [ConditionedSample(p, c) for p, c in unseen_clips(workspace.config().synthetic, settings.conditioned_prompts, settings.seed)]
-    return evaluate_conditioning(_load(checkpoint), samples, sampler, SHAPES_DOMAIN, settings.seed, settings.long_video_windows)
+    samples = [ConditionedSample(p, c) for p, c in unseen_clips(preset.synthetic, settings.conditioned_prompts, settings.seed)]
+    return evaluate_conditioning(pipeline, samples, preset.sampler, SHAPES_DOMAIN, settings.seed, settings.long_video_windows)
 
 
 def _evaluation_hash(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig) -> str:
@@ -87,7 +88,7 @@ def _rescorer(workspace: Workspace, settings: EvaluationConfig, sampler: Sampler
 
     def rescore(version: ModelVersion) -> dict[str, float]:
         checkpoint = registered_checkpoint(version, workspace.artifacts("model_evaluation") / f"dit-v{version.version}", run.tracking_uri)
-        return _evaluate(workspace, settings, sampler, checkpoint)[0]
+        return _evaluate(workspace, settings, sampler, _load(checkpoint))[0]
 
     return rescore
 
@@ -102,8 +103,9 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
     settings, sampler = preset.evaluation, preset.sampler
     pointer = read_pointer(workspace, "dit_model")
     with mlflow_tracking.asset_run(context, workspace) as run:
-        metrics, samples, per_bucket = _evaluate(workspace, settings, sampler, Path(pointer["checkpoint"]), preset.buckets)
-        conditioned, conditioned_videos = _evaluate_conditioning(workspace, settings, sampler, Path(pointer["checkpoint"]))
+        pipeline = _load(Path(pointer["checkpoint"]))  # one load serves every measure
+        metrics, samples, per_bucket = _evaluate(workspace, settings, sampler, pipeline, preset.buckets)
+        conditioned, conditioned_videos = _evaluate_conditioning(preset, pipeline)
         evaluation_hash = _evaluation_hash(workspace, settings, sampler)
         run.log_params({"evaluation": settings.__dict__, "sampler": asdict(sampler), "evaluation_hash": evaluation_hash,
                         "dit_version": pointer["version"]})  # fmt: skip
