@@ -5,6 +5,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,10 +22,11 @@ from videodit.models.vae import VideoVAE
 from videodit.sampling import SamplerConfig, to_uint8_videos
 from videodit.config import VAETrainConfig, load_preset
 from videodit.training.datamodule import BatchGroup, BucketBatchSampler, ClipDataModule, LatentDataModule
-from videodit.training.dit_module import DiTModule, train_dit
+from videodit.training import trainer as trainer_module
+from videodit.training.dit_module import PRECISION_FILE, DiTModule, train_dit
 from videodit.training.ema import update_ema
 from videodit.training.latents import encode_latents
-from videodit.training.trainer import warmup_cosine_adamw
+from videodit.training.trainer import PROBE_STEPS, PROBE_WARMUP_STEPS, resolve_precision, warmup_cosine_adamw
 from videodit.training.vae_module import VAEModule, reconstruction_loss, train_vae
 
 
@@ -310,6 +312,51 @@ def test_adamw_is_fused_unless_lightning_must_clip_under_mixed_precision():
     fp32 = warmup_cosine_adamw(params(), tiny(precision="32-true").dit_train)["optimizer"]
     mixed = warmup_cosine_adamw(params(), tiny(precision="bf16-mixed").dit_train)["optimizer"]
     assert fp32.defaults["fused"] and not mixed.defaults["fused"]
+
+
+def _step_taking(seconds: dict[bool, float], calls: list):
+    """A training step that takes seconds[bf16] and records that it ran."""
+
+    def step(bf16: bool) -> None:
+        calls.append(bf16)
+        time.sleep(seconds[bf16])
+
+    return step
+
+
+def test_auto_precision_on_a_native_bf16_cpu_picks_the_precision_it_measured_faster(monkeypatch):
+    monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config, calls = tiny().dit_train, []
+    slower_bf16 = resolve_precision(config, _step_taking({False: 0.002, True: 0.004}, calls))
+    assert slower_bf16.precision == "32-true" and slower_bf16.seconds_per_step["bf16-mixed"] > slower_bf16.seconds_per_step["32-true"]
+    assert calls.count(True) == calls.count(False) == PROBE_WARMUP_STEPS + PROBE_STEPS
+    assert resolve_precision(config, _step_taking({False: 0.008, True: 0.002}, [])).precision == "bf16-mixed"
+    # Faster, but by less than MIN_BF16_SPEEDUP: fp32 keeps its accuracy and its fused AdamW.
+    assert resolve_precision(config, _step_taking({False: 0.0042, True: 0.004}, [])).precision == "32-true"
+    assert resolve_precision(config).precision == "bf16-mixed"  # nothing to time: native bf16 is used
+    assert resolve_precision(dataclasses.replace(config, precision="32-true"), _step_taking({}, calls := [])).precision == "32-true" and not calls
+
+
+def test_auto_precision_without_native_bf16_is_fp32_untimed(monkeypatch):
+    monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    choice = resolve_precision(tiny().dit_train, _step_taking({}, calls := []))
+    assert (choice.precision, calls) == ("32-true", []) and "without native bf16" in choice.reason
+
+
+def test_a_dit_run_keeps_the_precision_it_chose_in_its_folder(latents_dir, tmp_path, monkeypatch, one_torch_thread):
+    """The timed choice is made once per run folder: a retry or resume trains (and checkpoints) in the same one."""
+    monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(trainer_module, "time_precisions", lambda step: {"32-true": 0.3, "bf16-mixed": 0.1})
+    vae = VideoVAE(load_preset("tiny").vae)
+    module = train_dit(latents_dir, vae, tiny(max_steps=1, precision="auto"), tmp_path)
+    assert module.trainer.precision == "bf16-mixed" and module.train_config.precision == "bf16-mixed"
+    saved = json.loads((tmp_path / PRECISION_FILE).read_text())
+    assert saved["precision"] == "bf16-mixed" and saved["seconds_per_step"] == {"32-true": 0.3, "bf16-mixed": 0.1}
+    monkeypatch.setattr(trainer_module, "time_precisions", lambda step: {"32-true": 0.1, "bf16-mixed": 0.3})
+    assert train_dit(latents_dir, vae, tiny(max_steps=1, precision="auto"), tmp_path).trainer.precision == "bf16-mixed"
 
 
 def test_dit_trains_under_bf16_mixed_with_gradient_clipping(latents_dir, tmp_path, one_torch_thread):

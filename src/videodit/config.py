@@ -48,8 +48,10 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     seed: int = 0
-    # "auto": bf16-mixed on CUDA; on CPU bf16-mixed only if cpu_bf16 and the CPU has native bf16 (AVX512-BF16/AMX),
-    # since on AVX2-only CPUs bf16 autocast is several times slower than fp32. Or any Lightning precision string.
+    # "auto": bf16-mixed on CUDA; on a CPU fp32 unless cpu_bf16 and the CPU has native bf16 (AVX512-BF16/AMX), and
+    # there whichever a few timed steps at the run's size find faster (on AVX2-only CPUs bf16 autocast is several
+    # times slower; with native bf16 the small demo DiT measured slower too). The checkpoint records the choice.
+    # Or any Lightning precision string.
     precision: str = "auto"
     cpu_bf16: bool = True
     compile: bool = False

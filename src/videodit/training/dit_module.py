@@ -4,12 +4,14 @@ and generates videos (EMA weights + VAE decoder); `train_dit` is the pipeline's 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import lightning as L
 import torch
+from safetensors import safe_open
 
 from videodit.conditioning import FrameCondition
 from videodit.models.dit import DiTBlock, DiTConfig, SpacetimeDiT
@@ -20,8 +22,12 @@ from videodit.sampling import SamplerConfig, prompt_seeds
 from videodit.config import DiTTrainConfig, ProjectConfig
 from videodit.training.datamodule import LatentDataModule
 from videodit.training.ema import ema_decay_at, update_ema
-from videodit.training.latents import latent_stats
-from videodit.training.trainer import build_trainer, grad_norm, warmup_cosine_adamw
+from videodit.training.latents import latent_files, latent_stats, verified_latents
+from videodit.files import write_text_atomically
+from videodit.training.trainer import PrecisionChoice, build_trainer, grad_norm, resolve_precision, warmup_cosine_adamw
+
+
+PRECISION_FILE = "precision.json"  # in a run's folder: the precision `resolved_precision` chose for it
 
 
 class DiTModule(L.LightningModule):
@@ -118,15 +124,50 @@ class DiTModule(L.LightningModule):
         )  # fmt: skip
 
 
+def resolved_precision(preset: ProjectConfig, latents_dir: Path, out_dir: Path) -> PrecisionChoice:
+    """The precision this DiT run trains in, kept in `out_dir/precision.json` so that every attempt of the run (a
+    retry, a resume) trains in the same one. "auto" on one device is timed on steps of a fresh DiT at the shapes of
+    the default bucket's cached latents and captions and the run's batch size; several processes would each time
+    their own and could disagree, so there it is not timed."""
+    saved = Path(out_dir) / PRECISION_FILE
+    if saved.is_file():
+        return PrecisionChoice(**json.loads(saved.read_text()))
+    cfg = preset.dit_train
+    model = SpacetimeDiT(preset.dit)
+    optimizers = {bf16: torch.optim.AdamW(model.parameters(), fused=not bf16 or None) for bf16 in (False, True)}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    with safe_open(str(verified_latents(latent_files(latents_dir, "train")[0])), framework="pt") as f:
+        (_, *latent_shape), (_, tokens, width) = f.get_slice("latents").get_shape(), f.get_slice("text").get_shape()
+    latents = torch.randn(cfg.batch_size, *latent_shape, generator=generator)
+    text = torch.randn(cfg.batch_size, tokens, width, generator=generator)
+    text_mask = torch.ones(cfg.batch_size, tokens, dtype=torch.bool)
+
+    def step(bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = rectified_flow_loss(model, latents, text, text_mask, cfg.timestep_mean, cfg.timestep_std,
+                                       generator=generator, condition_fraction=cfg.condition_fraction)  # fmt: skip
+        loss.backward()
+        optimizers[bf16].step()
+        optimizers[bf16].zero_grad(set_to_none=True)
+
+    choice = resolve_precision(cfg, step if cfg.devices == 1 else None)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(saved, json.dumps(asdict(choice), indent=2))
+    return choice
+
+
 def train_dit(
     latents_dir: Path, vae: VideoVAE, preset: ProjectConfig, out_dir: Path, logger=None, resume_from: Path | None = None,
     callbacks: list[L.Callback] | tuple = (),
 ) -> DiTModule:
     """Train the preset's DiT on latents written by `encode_latents` with `vae`; checkpoints in `out_dir/checkpoints`."""
-    cfg = preset.dit_train
+    video_shape = (preset.frames, preset.height, preset.width)
+    choice = resolved_precision(preset, latents_dir, out_dir)
+    cfg = replace(preset.dit_train, precision=choice.precision)  # the checkpoint records it too
+    if logger is not None:
+        logger.log_hyperparams(choice.as_params())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     shift, scale = latent_stats(latents_dir)
-    video_shape = (preset.frames, preset.height, preset.width)
     module = DiTModule(preset.dit, cfg, vae.config, video_shape, shift, scale, preset.sampler)
     module.vae.load_state_dict(vae.state_dict())
     data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, preset.buckets, cfg.caption_dropout, cfg.num_workers)
