@@ -72,6 +72,16 @@ def test_time_is_compressed_by_stacking_frames_into_channels_and_back():
     torch.testing.assert_close(channels_to_frames(stacked, 4), video)
 
 
+@pytest.mark.parametrize("r, latent_frames", [(1, 9), (2, 5), (8, 2)])
+def test_every_temporal_compression_round_trips(r, latent_frames):
+    video = torch.rand(1, 3, 9, 4, 4)
+    stacked = frames_to_channels(video, r)
+    assert stacked.shape == (1, 3 * r, latent_frames, 4, 4)
+    torch.testing.assert_close(channels_to_frames(stacked, r), video)
+    vae = VideoVAE(VAEConfig(channels=(8, 8), spatial_compression=2, temporal_compression=r, blocks_per_level=0))
+    assert vae(video)[0].shape == video.shape
+
+
 @pytest.mark.parametrize("shape", [(1, 4, 4), (5, 4, 4), (3, 4, 8), (2, 8, 2), (1, 6, 10)])
 def test_dit_any_duration_resolution_and_aspect(shape):
     dit = tiny_dit()

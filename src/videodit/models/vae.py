@@ -128,8 +128,9 @@ def frames_to_channels(x: torch.Tensor, r: int) -> torch.Tensor:
     every frame's pixels: pooled frames must be told apart by learned temporal filters first, which trains slowly.
     """
     b, c, t, h, w = x.shape
+    n = (t - 1) // r + 1  # latent frames
     x = torch.cat([x[:, :, :1].expand(-1, -1, r - 1, -1, -1), x], dim=2)
-    return x.view(b, c, t // r + 1, r, h, w).transpose(2, 3).reshape(b, c * r, t // r + 1, h, w)
+    return x.view(b, c, n, r, h, w).transpose(2, 3).reshape(b, c * r, n, h, w)
 
 
 def channels_to_frames(x: torch.Tensor, r: int) -> torch.Tensor:
