@@ -1,4 +1,4 @@
-"""Stage 6, serving: the champion leaves PyTorch as an ONNX bundle and generates videos with onnxruntime."""
+"""Stage 7, serving: the champion leaves PyTorch as an ONNX bundle and generates videos with onnxruntime."""
 
 import importlib.resources
 import json
