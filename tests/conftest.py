@@ -148,3 +148,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def held_out_phrasings(captions, domain) -> list[str]:
+    """The captions that use a phrasing the domain holds out of training: one of its held-out templates, whatever
+    fills it, or one of its held-out synonyms as a word."""
+    from videodit.captioning.descriptive import caption_words, held_out_pattern
+
+    templates = [held_out_pattern(t) for t in domain.held_out_templates]
+    return [c for c in captions if any(t.fullmatch(c) for t in templates) or caption_words(c) & set(domain.held_out_synonyms)]

@@ -194,6 +194,31 @@ def test_output_that_is_a_folder_gets_the_files_inside_it(bundle_dir, tmp_path):
     assert [p.name for p in folder.parent.iterdir()] == ["videos"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["videos"][0]["mp4"] == "out.mp4"
+    assert "prompt_rewriter" not in manifest and "given_prompt" not in manifest["videos"][0]  # off by default
+
+
+def test_a_prompt_rewriter_rewrites_before_generation_and_the_manifest_records_it(bundle_dir, tmp_path):
+    spec = "videodit.generation.prompt_rewriter:expand_shapes_prompt"
+    argv = ["generate", "big red square right", "-o", str(tmp_path / "out.mp4"), "--model", str(bundle_dir), "--steps", "1"]
+    assert main([*argv, "--prompt-rewriter", spec]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["prompt_rewriter"] == spec
+    assert (manifest["videos"][0]["given_prompt"], manifest["videos"][0]["prompt"]) == ("big red square right", "a large red square moves right")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no_colon", "prompt rewriter 'no_colon': expected module:function"),
+        ("videodit.no_such_module:f", "prompt rewriter 'videodit.no_such_module:f': cannot import videodit.no_such_module"),
+        ("json:no_such_function", "prompt rewriter 'json:no_such_function': json has no function no_such_function"),
+        ("json:loads", "prompt rewriter 'json:loads' returned 1 for '1', not a non-empty string"),
+    ],
+)
+def test_a_prompt_rewriter_that_fails_is_one_line_naming_it(workdir, capsys, spec, message):
+    assert main(["generate", "1", "--prompt-rewriter", spec]) == 2
+    assert one_line_error(capsys).startswith(f"videodit: error: {message}")
+    assert list(workdir.iterdir()) == []
 
 
 def test_model_uri_resolves_in_the_project_store_without_a_stray_store(

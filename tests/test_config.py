@@ -59,9 +59,9 @@ def test_the_launchpad_shows_every_field_of_every_section_an_asset_uses():
     tiny = load_preset("tiny")
     sections = [f.name for f in dataclasses.fields(tiny) if dataclasses.is_dataclass(getattr(tiny, f.name))]
     schema_fields = {name: {f.name for f in dataclasses.fields(getattr(tiny, name))} - set(GEOMETRY.get(name, {})) for name in sections}
-    uses = {"raw_videos": ["synthetic"], "video_metadata": ["probe"], "validated_clips": ["validation"], "training_clips": ["curation"],
-            "vae_model": ["vae", "vae_train"], "dit_model": ["dit", "dit_train"], "model_evaluation": ["evaluation", "sampler"],
-            "onnx_models": ["sampler"]}  # fmt: skip
+    uses = {"raw_videos": ["synthetic"], "video_metadata": ["probe"], "validated_clips": ["validation"],
+            "captioned_clips": ["captioning"], "training_clips": ["curation"], "vae_model": ["vae", "vae_train"],
+            "dit_model": ["dit", "dit_train"], "model_evaluation": ["evaluation", "sampler"], "onnx_models": ["sampler"]}  # fmt: skip
     graph = defs.resolve_asset_graph()
     for asset, sections in uses.items():
         (key,) = [k for k in graph.get_all_asset_keys() if k.to_user_string() == asset]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import moving_square, write_video
+from conftest import held_out_phrasings, moving_square, write_video
 from dagster import DagsterInstance, materialize
 from dvc.repo import Repo
 
@@ -14,6 +14,7 @@ from dagster_project.definitions import defs
 from dagster_project.defs.jobs import DATA_STAGES
 from dagster_project.defs.resources import DVCResource, Workspace
 from videodit.data.shards import ClipShards
+from videodit.data.synthetic import SHAPES_DOMAIN
 
 data_assets = [a for a in defs.assets if set(a.group_names_by_key.values()) <= set(DATA_STAGES)]
 CHECKS = [accepted_fraction_above_threshold, every_clip_accounted_for]
@@ -65,6 +66,22 @@ def test_synthetic_graph_materializes_and_reingest_is_idempotent(project):
     for row in shards.index.itertuples():  # every clip is stored at its bucket's shape
         assert shards.frames(row.shard, row.row).shape == (row.frames, row.height, row.width, 3)
     assert all(e.passed for e in result.get_asset_check_evaluations())
+    captioned = _metadata(result, "captioned_clips")  # captioner "none": the user's captions pass through
+    assert (captioned["captioner"], captioned["captioned"], captioned["generated"], captioned["rejected"]) == ("none", 34, 0, 0)
+    assert set(shards.index["caption_source"]) == {"user"}
+
+    # Trained on the descriptive captioner's captions: every clip keeps both captions and the captioner's lineage,
+    # and none of the generated captions uses a held-out phrasing (the held-out combinations are never rendered).
+    descriptive = {"captioning": {"captioner": "descriptive", "train_on": "generated"}}
+    recaptioned = _materialize(root, remote, instance, selection=["captioned_clips", "training_clips"],
+                               run_config={"ops": {"captioned_clips": {"config": descriptive}}})  # fmt: skip
+    captioned = _metadata(recaptioned, "captioned_clips")
+    assert (captioned["captioner"], captioned["generated"], captioned["trained_on"]) == ("descriptive", 34, {"generated": 34})
+    trained = ClipShards(root / "artifacts" / "training_clips").index
+    assert len(trained) == 34 and (trained["caption"] == trained["generated_caption"]).all()
+    assert set(trained["captioner"]) == {"descriptive"} and set(trained["captioner_version"]) == {captioned["captioner_version"]}
+    assert trained["user_caption"].str.startswith(("a ", "the ", "video ", "small ", "large ")).all()  # the templates'
+    assert held_out_phrasings(trained["caption"], SHAPES_DOMAIN) == [] and len(set(trained["caption"])) == 34
 
     # Identical data again: same DVC version, nothing new in the remote.
     before = _remote_objects(remote)

@@ -277,3 +277,12 @@ def test_cli_names_a_missing_tracking_store(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VIDEODIT_PROJECT_DIR", str(tmp_path))
     assert main(["generate", "a red circle"]) == 2
     assert f"tracking store sqlite:///{tmp_path / 'mlflow.db'} does not exist" in capsys.readouterr().err
+
+
+def test_the_shapes_prompt_rewriter_expands_short_prompts_into_the_caption_template():
+    from videodit.generation.prompt_rewriter import expand_shapes_prompt
+
+    assert expand_shapes_prompt("red square right") == "a red square moves right"
+    assert expand_shapes_prompt("Tiny crimson disc, upwards!") == "a small red circle moves up"  # synonyms to trained words
+    assert expand_shapes_prompt("green, going left") == "a green shape moves left"
+    assert expand_shapes_prompt("something else entirely") == "something else entirely"

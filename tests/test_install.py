@@ -34,7 +34,7 @@ def test_dg_loads_the_defs_folder_and_accepts_a_star_selection():
     assert out.returncode == 0, out.stderr[-2000:]
     listed = {a["asset_key"]: a["group_name"] for a in json.loads(out.stdout)["assets"]}
     assert listed == {k.to_user_string(): defs.resolve_assets_def(k).group_names_by_key[k] for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert set(listed.values()) == {"ingestion", "validation", "curation", "training", "evaluation", "serving"}
+    assert set(listed.values()) == {"ingestion", "validation", "captioning", "curation", "training", "evaluation", "serving"}
 
 
 def test_the_defs_folder_holds_jobs_schedules_sensors_resources_and_the_executor():

@@ -12,6 +12,7 @@ import typing
 from dagster import Config
 from pydantic import Field, create_model
 
+from videodit.captioning.captioner import CaptioningConfig
 from videodit.config import GEOMETRY, DiTTrainConfig, VAETrainConfig
 from videodit.data.config import CurationConfig, ProbeConfig, SyntheticConfig, ValidationConfig
 from videodit.evaluation.model_report import EvaluationConfig
@@ -54,6 +55,7 @@ def overrides(config: Config, sections: typing.Iterable[str]) -> dict:
 SyntheticSection = section_config("synthetic", SyntheticConfig)
 ProbeSection = section_config("probe", ProbeConfig)
 ValidationSection = section_config("validation", ValidationConfig)
+CaptioningSection = section_config("captioning", CaptioningConfig)
 CurationSection = section_config("curation", CurationConfig)
 VAESection = section_config("vae", VAEConfig)
 DiTSection = section_config("dit", DiTConfig)

@@ -227,17 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--extend", type=utf8_path, metavar="VIDEO",
                      help="a video to continue by --frames new frames (default: one window)")  # fmt: skip
     gen.add_argument("--extend-backward", action="store_true", help="with --extend: generate what leads into the video")
+    gen.add_argument("--prompt-rewriter", type=utf8_text, metavar="MODULE:FUNCTION",
+                     help="a function from str to str that rewrites each prompt before generation, e.g. the "
+                     "built-in videodit.generation.prompt_rewriter:expand_shapes_prompt (a short prompt into the "
+                     "training captions' style); off by default, recorded in the manifest when on")  # fmt: skip
     return parser
 
 
 def generate(args: argparse.Namespace) -> Path:
     from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
     from videodit.generation.modes import GenerationRequest, generate_request
+    from videodit.generation.prompt_rewriter import rewrite_prompts
     from videodit.sampling import prompt_seeds
 
     if (args.prompt is None) == (args.batch is None):
         raise UsageError("give either a prompt or --batch FILE")
-    prompts = read_prompts(args.batch) if args.batch else [args.prompt]
+    given = read_prompts(args.batch) if args.batch else [args.prompt]
+    prompts = rewrite_prompts(given, args.prompt_rewriter) if args.prompt_rewriter else given
     out_dir, names = output_plan(args, len(prompts))
     check_output_folder(out_dir)
     seeds = prompt_seeds(args.seed, len(prompts))
@@ -252,9 +258,11 @@ def generate(args: argparse.Namespace) -> Path:
     generated = time.perf_counter()
 
     spec = generator.spec
-    clips = [GeneratedClip(n, p, s, v, conditioning["given_frames"]) for n, p, s, v in zip(names, prompts, seeds, videos)]
+    clips = [GeneratedClip(n, p, s, v, conditioning["given_frames"], g if args.prompt_rewriter else None)
+             for n, p, s, v, g in zip(names, prompts, seeds, videos, given)]  # fmt: skip
     settings = {
         "model": args.model,
+        **({"prompt_rewriter": args.prompt_rewriter} if args.prompt_rewriter else {}),
         "model_versions": spec.source_versions,
         "conditioning": conditioning,
         **asdict(generator.sampler(args.steps, args.guidance)),

@@ -1,7 +1,7 @@
 """The whole typed configuration of a project, every stage in one schema, and the named presets as data.
 
 `ProjectConfig` holds the clip geometry every stage shares and one section per stage: the data layer
-(`synthetic`, `probe`, `validation`, `curation`), the models (`vae`, `dit`, each beside its model), their
+(`synthetic`, `probe`, `validation`, `captioning`, `curation`), the models (`vae`, `dit`, each beside its model), their
 training runs (`vae_train`, `dit_train`), the `sampler` that previews, evaluates and serves, and `evaluation`.
 A preset is a YAML file in `presets/` holding what differs from these defaults; `load_preset` reads it,
 `with_overrides` applies launchpad values, and every construction checks the fields that must agree across
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from videodit.captioning.captioner import CaptioningConfig
 from videodit.data.config import Bucket, CurationConfig, ProbeConfig, SyntheticConfig, ValidationConfig, as_buckets
 from videodit.evaluation.model_report import METRICS, EvaluationConfig
 from videodit.models.dit import DiTConfig
@@ -123,6 +124,7 @@ class ProjectConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    captioning: CaptioningConfig = field(default_factory=CaptioningConfig)
     curation: CurationConfig = field(default_factory=CurationConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -212,6 +214,11 @@ def check_config(cfg: ProjectConfig) -> None:
     if cfg.dit_train.condition_fraction and cfg.dit.patch_size[0] != 1:
         errors.append(f"dit_train.condition_fraction={cfg.dit_train.condition_fraction} gives single latent frames, "
                       f"which dit.patch_size={cfg.dit.patch_size} groups in time: use a temporal patch of 1")  # fmt: skip
+    captioning = cfg.captioning
+    if captioning.captioner == "vision_language" and not captioning.model_dir:
+        errors.append("captioning.captioner='vision_language' needs captioning.model_dir, the local folder of the model")
+    if captioning.train_on == "generated" and not captioning.generates:
+        errors.append("captioning.train_on='generated' needs a captioning.captioner other than 'none'")
     if cfg.evaluation.primary_metric not in METRICS:
         errors.append(f"evaluation.primary_metric={cfg.evaluation.primary_metric!r} is not one of {', '.join(METRICS)}")
     if errors:

@@ -1,4 +1,4 @@
-"""Stage 5, evaluation and registry: score the challenger, promote it when it beats the champion."""
+"""Stage 6, evaluation and registry: score the challenger, promote it when it beats the champion."""
 
 import json
 from dataclasses import asdict

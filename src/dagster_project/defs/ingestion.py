@@ -9,7 +9,8 @@ from pydantic import Field
 
 from dagster_project.config import ProbeSection, SyntheticSection, overrides
 from dagster_project.defs.resources import DVCResource, Workspace
-from videodit.data.config import SourceConfig, SyntheticConfig
+from videodit.config import ProjectConfig
+from videodit.data.config import SourceConfig
 from videodit.data.probe import METADATA_FILE, probe_rows, write_metadata
 from videodit.data.sources import SourceClip, SourceError, collect_source, read_manifest, stage_source
 from videodit.data.staging import FolderSwap
@@ -42,14 +43,15 @@ def _captions_file(source: Path, given: str | None) -> Path:
     raise SourceError(f"no captions file in {source}: add captions.csv or captions.jsonl, or set captions_file")
 
 
-def _stage(staging: Path, source: Path | None, config: IngestConfig, synthetic: SyntheticConfig) -> list[SourceClip]:
+def _stage(staging: Path, source: Path | None, config: IngestConfig, preset: ProjectConfig) -> list[SourceClip]:
     """Write the new content of `data/` into `staging`: the synthetic set, or the user's clips copied."""
     if source is None:
-        captions = generate_shapes_dataset(staging, synthetic)
+        captions = generate_shapes_dataset(staging, preset.synthetic)
         clips = collect_source(staging, captions)
         stage_source(clips, staging, staging)
         return clips
-    limits = SourceConfig(follow_symlinks=config.follow_symlinks, max_file_bytes=config.max_file_bytes)
+    limits = SourceConfig(follow_symlinks=config.follow_symlinks, max_file_bytes=config.max_file_bytes,
+                          captions_required=not preset.captioning.generates)
     clips = collect_source(source, _captions_file(source, config.captions_file), limits)
     stage_source(clips, source, staging, limits)
     return clips
@@ -77,7 +79,8 @@ def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: 
     source = Path(config.source_dir).expanduser().resolve() if config.source_dir else None
     if source is not None and (source == data_dir or source.is_relative_to(data_dir)):
         raise _failure(SourceError(f"source_dir {source} is inside the managed data folder {data_dir}; move it elsewhere"), data_dir)
-    synthetic = workspace.config(overrides(config, ["synthetic"])).synthetic
+    preset = workspace.config(overrides(config, ["synthetic"]))
+    synthetic = preset.synthetic
     try:
         if source is None and is_generated_from(data_dir, synthetic):
             context.log.info(f"{data_dir} already holds the synthetic set of this config: versioning it as it is")
@@ -86,7 +89,7 @@ def raw_videos(context: AssetExecutionContext, config: IngestConfig, workspace: 
         else:
             swap = FolderSwap(data_dir)
             try:
-                clips = _stage(swap.staging, source, config, synthetic)
+                clips = _stage(swap.staging, source, config, preset)
                 swap.swap_in()
                 snapshot = dvc.version(workspace.root)
             except BaseException:

@@ -4,10 +4,10 @@ from dagster import AssetSelection, define_asset_job
 
 from dagster_project.deployment import RUN_TAGS_THAT_TRAIN  # the run queue's one-GPU limit (infra/dagster/dagster.yaml)
 
-DATA_STAGES = ("ingestion", "validation", "curation")
+DATA_STAGES = ("ingestion", "validation", "captioning", "curation")
 
 ingestion_job = define_asset_job(
-    "ingestion_job", selection=AssetSelection.groups(*DATA_STAGES), description="Ingest, probe, validate and curate the data."
+    "ingestion_job", selection=AssetSelection.groups(*DATA_STAGES), description="Ingest, probe, validate, caption and curate the data."
 )
 training_job = define_asset_job(
     "training_job",

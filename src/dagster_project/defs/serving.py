@@ -1,4 +1,4 @@
-"""Stage 6, serving: the champion leaves PyTorch as an ONNX bundle and generates videos with onnxruntime."""
+"""Stage 7, serving: the champion leaves PyTorch as an ONNX bundle and generates videos with onnxruntime."""
 
 import importlib.resources
 import json
@@ -24,6 +24,7 @@ from videodit.export import end_to_end_parity, export_pipeline, graph_parity
 from videodit.files import write_text_atomically
 from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
 from videodit.generation.modes import folder_request, generate_request, read_requests
+from videodit.generation.prompt_rewriter import rewrite_prompts
 from videodit.generation.outputs import CONTACT_SHEET_PNG, MANIFEST_JSON
 from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
 from videodit.models.text_encoder import default_text_encoder
@@ -132,9 +133,11 @@ class GenerationSettings(Config):
     seed: int = 0
     steps: int | None = None  # None: the bundle's default
     guidance: float | None = None
+    # "module:function" rewriting each prompt before generation (videodit.generation.prompt_rewriter); "" = off.
+    prompt_rewriter: str = ""
 
 
-@asset(group_name="serving", code_version="2", deps=[onnx_models], kinds={"onnxruntime"})
+@asset(group_name="serving", code_version="3", deps=[onnx_models], kinds={"onnxruntime"})
 def generated_videos(context: AssetExecutionContext, config: GenerationSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """Batch generation with onnxruntime alone, in every bucket the bundle was trained at: per bucket, an MP4 and a
     GIF per prompt, a contact sheet and a manifest in a folder of its own (e.g. 9x32x32/)."""
@@ -142,7 +145,8 @@ def generated_videos(context: AssetExecutionContext, config: GenerationSettings,
     prompts_file = Path(config.prompts_file)
     if not prompts_file.is_file():
         raise FileNotFoundError(f"prompts file not found: {prompts_file}")
-    prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    given = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = rewrite_prompts(given, config.prompt_rewriter) if config.prompt_rewriter else given
     generator = OnnxVideoGenerator(bundle["path"])
     seeds = prompt_seeds(config.seed, len(prompts))
     out_dir = workspace.artifacts("generated_videos")
@@ -153,6 +157,7 @@ def generated_videos(context: AssetExecutionContext, config: GenerationSettings,
         "provider": generator.providers[0],
         "precision": generator.spec.precision,
         "session_settings": generator.settings,
+        **({"prompt_rewriter": config.prompt_rewriter} if config.prompt_rewriter else {}),
     }
     seconds, sheets = {}, {}
     for bucket in generator.spec.buckets:
@@ -160,7 +165,8 @@ def generated_videos(context: AssetExecutionContext, config: GenerationSettings,
         videos = generator.generate(prompts, seeds, config.steps, config.guidance, bucket.frames, bucket.height, bucket.width)
         seconds[bucket.name] = time.monotonic() - started
         context.log.info(f"{bucket.name}: generated {len(videos)} videos in {seconds[bucket.name]:.1f}s with {generator.providers[0]}")
-        clips = [GeneratedClip(f"{i:03d}", p, s, v) for i, (p, s, v) in enumerate(zip(prompts, seeds, videos))]
+        clips = [GeneratedClip(f"{i:03d}", p, s, v, given_prompt=g if config.prompt_rewriter else None)
+                 for i, (p, s, v, g) in enumerate(zip(prompts, seeds, videos, given))]  # fmt: skip
         settings = {**base_settings, "frames": bucket.frames, "height": bucket.height, "width": bucket.width,
                     "seconds_total": round(seconds[bucket.name], 3), "seconds_per_video": round(seconds[bucket.name] / len(videos), 3)}  # fmt: skip
         write_outputs(out_dir / bucket.name, clips, generator.spec.fps, settings)

@@ -1,4 +1,4 @@
-"""Stage 4, training: the VAE, the latent cache and the DiT, each one MLflow run and one registered version.
+"""Stage 5, training: the VAE, the latent cache and the DiT, each one MLflow run and one registered version.
 
 A trained model is keyed by a fingerprint of (data, code version, config), its code version derived from the source
 its training module runs (`videodit.tracking.source`, also the asset's Dagster code version): a killed run resumes

@@ -23,13 +23,14 @@ class ValidationSettingsConfig(Config):
     validation: ValidationSection = Field(default_factory=ValidationSection)
 
 
-@asset(group_name="validation", code_version="2", deps=[video_metadata], kinds={"great_expectations"})
+@asset(group_name="validation", code_version="3", deps=[video_metadata], kinds={"great_expectations"})
 def validated_clips(config: ValidationSettingsConfig, workspace: Workspace) -> MaterializeResult:
     """Clips that pass the suite in `great_expectations/`; the rest are quarantined with their reasons."""
     preset = workspace.config(overrides(config, ["validation"]))
     validation = preset.validation
     metadata = pd.read_parquet(workspace.artifacts("video_metadata") / METADATA_FILE)
-    outcome = validate_metadata(metadata, workspace.gx_root, validation, preset.curation)
+    # With a captioner in the preset, clips without a caption go on to captioned_clips instead of quarantine.
+    outcome = validate_metadata(metadata, workspace.gx_root, validation, preset.curation, not preset.captioning.generates)
     out_dir = workspace.artifacts("validated_clips")
     paths = write_outcome(outcome, out_dir)
     summary = {

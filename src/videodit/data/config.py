@@ -75,6 +75,9 @@ class SourceConfig:
     follow_symlinks: bool = False
     # A larger file is quarantined unread: it bounds what one clip can copy into data/ and the DVC remote.
     max_file_bytes: int = 4 << 30
+    # False when a captioner is configured (`captioning.generates`): a video without a caption is then copied for
+    # `captioned_clips` to caption; True quarantines it unread.
+    captions_required: bool = True
 
     def __post_init__(self):
         if self.max_file_bytes <= 0:

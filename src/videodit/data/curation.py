@@ -25,6 +25,8 @@ from videodit.data.video_io import DecodedFrame, VideoDecodeError
 from videodit.files import write_text_atomically
 
 GEOMETRY_FILE = "geometry.json"
+# What each training clip keeps of `captioned_clips`' table besides the caption it trains on.
+CAPTION_LINEAGE = ("user_caption", "generated_caption", "captioner", "captioner_version", "caption_source")
 
 
 def cover_size(width: int, height: int, target_w: int, target_h: int) -> tuple[int, int]:
@@ -125,9 +127,15 @@ def training_clip(frames: list[DecodedFrame], bucket: Bucket) -> np.ndarray:
     return clip
 
 
-def curate(accepted: pd.DataFrame, decoded_dir: Path, out_dir: Path, config: CurationConfig, progress: bool = True) -> pd.DataFrame:
+def curate(
+    accepted: pd.DataFrame, decoded_dir: Path, out_dir: Path, config: CurationConfig,
+    captions: pd.DataFrame | None = None, progress: bool = True,
+) -> pd.DataFrame:
     """Write the shard folder for the accepted clips, copying the training clips the probe decoded into
-    `decoded_dir` (a shard folder keyed by path and window); returns its index (one row per training clip)."""
+    `decoded_dir` (a shard folder keyed by path and window); returns its index (one row per training clip).
+
+    `captions` (`captioned_clips`' table, by path and window) gives each window its trained caption and lineage; a
+    window it leaves out was rejected there and does not train. None: every window trains on its clip's caption."""
     decoded_dir = Path(decoded_dir)
     made_for = json.loads((decoded_dir / GEOMETRY_FILE).read_text())
     if made_for != clip_geometry(config):
@@ -142,13 +150,19 @@ def curate(accepted: pd.DataFrame, decoded_dir: Path, out_dir: Path, config: Cur
     if len(rows) >= 2 and "val" not in splits:
         # Tiny sets can hash entirely to train; the lowest hash goes to val so evaluation has data.
         splits[min(range(len(rows)), key=lambda i: rows[i]["sha256"])] = "val"
+    lineage = None if captions is None else {(c["path"], c["window"]): c for c in captions.to_dict("records")}
     for row, split in zip(tqdm(rows, desc="curate", unit="clip", disable=not progress), splits):
         if row["path"] not in windows:
             raise VideoDecodeError(row["path"], f"no shot long enough at {config.fps} fps for any bucket")
         for window in windows[row["path"]]:  # every window of a source shares its split: no leak from train to val
             bucket = buckets[window["bucket"]]
+            key = (row["path"], window["window"])
+            if lineage is not None and key not in lineage:
+                continue  # rejected by captioned_clips: it has no caption to train on
+            caption = {"caption": row["caption"]} if lineage is None else {
+                "caption": lineage[key]["trained_caption"], **{k: lineage[key][k] for k in CAPTION_LINEAGE}}  # fmt: skip
             writer.add(decoded.frames(window["shard"], window["row"]), {
-                "clip_id": f"{row['sha256'][:16]}-{window['window']}", "caption": row["caption"], "split": split,
+                "clip_id": f"{row['sha256'][:16]}-{window['window']}", **caption, "split": split,
                 "sha256": row["sha256"], "path": row["path"], "attributes": row["attributes"],
                 "shot": window["shot"], "window": window["window"], "start_s": window["start_s"], "end_s": window["end_s"],
                 "bucket": bucket.name, "frames": bucket.frames, "height": bucket.height, "width": bucket.width,

@@ -1,10 +1,11 @@
 """Where clips come from: a folder of the user's videos plus a captions file (CSV or JSONL).
 
 Nothing is dropped here: a caption row whose file is missing, leaves the source root, is a symlink, a
-device, a FIFO or a folder, is too large or repeats an earlier row, and a video without a caption row,
-all become manifest entries carrying a `problem`, so validation quarantines them with that reason and
-accepted + quarantined always equals ingested. Only regular files inside the root with a caption row
-are ever read or copied.
+device, a FIFO or a folder, is too large or repeats an earlier row, and a video without a caption (unless
+a captioner will write one: `SourceConfig.captions_required`), all become manifest entries carrying a
+`problem`, so validation quarantines them with that reason and accepted + quarantined always equals
+ingested. Only regular files inside the root, with a caption row or a captioner to caption them, are ever
+read or copied.
 """
 
 from __future__ import annotations
@@ -164,12 +165,14 @@ def collect_source(root: Path, captions_file: Path, config: SourceConfig = Sourc
             continue
         first_row[key] = (rel, row_no)
         problem = inspect_entry(real_root, rel, config)
-        if problem is None and not caption:
+        if problem is None and not caption and config.captions_required:
             problem = f"no caption in {Path(captions_file).name}, not copied: {rel}"
         clips.append(SourceClip(rel, caption or None, attributes, problem))
     for rel in _video_entries(real_root):
         if os.path.normpath(rel) not in first_row:
-            problem = inspect_entry(real_root, rel, config) or f"no row in {Path(captions_file).name}, not copied: {rel}"
+            problem = inspect_entry(real_root, rel, config)
+            if problem is None and config.captions_required:
+                problem = f"no row in {Path(captions_file).name}, not copied: {rel}"
             clips.append(SourceClip(rel, None, {}, problem))
     return sorted(clips, key=lambda c: c.path)
 

@@ -57,8 +57,11 @@ def aspect_bounds(validation: ValidationConfig, curation: CurationConfig) -> tup
     return min(aspects) / validation.max_aspect_crop, max(aspects) * validation.max_aspect_crop
 
 
-def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.ExpectationSuite:
-    """One expectation per rule; `meta.rule` is the human reason a quarantined clip carries."""
+def build_suite(validation: ValidationConfig, curation: CurationConfig, captions_required: bool = True) -> gx.ExpectationSuite:
+    """One expectation per rule; `meta.rule` is the human reason a quarantined clip carries.
+
+    With `captions_required` False (a captioner is configured) a clip without a caption passes, for `captioned_clips`
+    to caption; a caption it has must still be of a usable length."""
 
     def rule(expectation, text: str):
         expectation.meta = {"rule": text}
@@ -98,10 +101,11 @@ def build_suite(validation: ValidationConfig, curation: CurationConfig) -> gx.Ex
             f"({min_duration:.2f}s) and at most {v.max_duration_s}s",
         ),
         rule(gxe.ExpectColumnValuesToBeBetween(column="n_frames", min_value=v.min_frames), f"≥ {v.min_frames} frames"),
-        rule(gxe.ExpectColumnValuesToNotBeNull(column="caption"), "has a caption"),
+        *([rule(gxe.ExpectColumnValuesToNotBeNull(column="caption"), "has a caption")] if captions_required else []),
         rule(
             gxe.ExpectColumnValuesToBeBetween(
-                column="caption_chars", min_value=v.caption_min_chars, max_value=v.caption_max_chars
+                column="caption_chars", min_value=v.caption_min_chars, max_value=v.caption_max_chars,
+                **({} if captions_required else {"row_condition": "caption_chars>0", "condition_parser": "pandas"}),
             ),
             f"caption of {v.caption_min_chars}-{v.caption_max_chars} characters",
         ),
@@ -176,15 +180,16 @@ def _display(value) -> str:
 
 
 def validate_metadata(
-    metadata: pd.DataFrame, gx_root: Path, validation: ValidationConfig, curation: CurationConfig
+    metadata: pd.DataFrame, gx_root: Path, validation: ValidationConfig, curation: CurationConfig,
+    captions_required: bool = True,
 ) -> ValidationOutcome:
-    """Run the suite over the metadata table and split it into accepted and quarantined clips."""
+    """Run the suite (`build_suite`) over the metadata table and split it into accepted and quarantined clips."""
     near = find_near_duplicates(metadata, validation.near_duplicate_pixel_delta, validation.near_duplicate_max_changed)
     metadata = metadata.drop(columns=["signature"]).assign(
         near_duplicate_of=near["near_duplicate_of"].to_numpy(), near_duplicate_changed=near["near_duplicate_changed"].to_numpy()
     )
     context = gx.get_context(mode="file", context_root_dir=str(gx_root))
-    suite, suite_changed = _stored_suite(context, build_suite(validation, curation))
+    suite, suite_changed = _stored_suite(context, build_suite(validation, curation, captions_required))
     result = _checkpoint(context, suite).run(batch_parameters={"dataframe": metadata})
     (run_result,) = result.run_results.values()
 

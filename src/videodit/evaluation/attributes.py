@@ -216,10 +216,14 @@ def _direction(dx: float, dy: float, frame_side: int, domain: Domain) -> str:
 
 def read_attributes(video: np.ndarray, domain: Domain) -> ClipAttributes:
     """Colour, shape, size and direction of the one shape in a uint8 [T, H, W, 3] clip, or UNKNOWN."""
+    return attributes_of_track(track_shape(video), domain)
+
+
+def attributes_of_track(track: ShapeTrack, domain: Domain) -> ClipAttributes:
+    """`read_attributes` of a clip already tracked (a caller that also reads the track itself tracks once)."""
     unmeasured = sorted(set(domain.shapes) - MEASURED_SHAPES)
     if unmeasured:
         raise ValueError(f"the domain names shapes {unmeasured} this reader cannot measure: it knows {sorted(MEASURED_SHAPES)}")
-    track = track_shape(video)
     fraction = float(track.foreground_fraction.mean())
     if not _is_one_shape(track):
         nan = float("nan")

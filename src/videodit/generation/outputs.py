@@ -24,6 +24,7 @@ class GeneratedClip:
     seed: int
     video: np.ndarray  # uint8 [T, H, W, 3]
     given_frames: list[int] = field(default_factory=list)  # frames that reproduce given ones (marked in the sheet)
+    given_prompt: str | None = None  # the prompt as given, when a prompt rewriter made `prompt` from it
 
 
 def write_outputs(out_dir: Path, clips: list[GeneratedClip], fps: int, settings: dict) -> Path:
@@ -37,7 +38,8 @@ def write_outputs(out_dir: Path, clips: list[GeneratedClip], fps: int, settings:
         mp4, gif = out_dir / f"{clip.name}.mp4", out_dir / f"{clip.name}.gif"
         write_mp4(clip.video, mp4, fps)
         save_gif(clip.video, gif, fps)
-        records.append({"prompt": clip.prompt, "seed": clip.seed, "mp4": mp4.name, "gif": gif.name})
+        given = {} if clip.given_prompt is None else {"given_prompt": clip.given_prompt}
+        records.append({"prompt": clip.prompt, **given, "seed": clip.seed, "mp4": mp4.name, "gif": gif.name})
     sheet = contact_sheet([c.video for c in clips], [c.prompt for c in clips], given_frames=[c.given_frames for c in clips])
     sheet.save(out_dir / CONTACT_SHEET_PNG)
     manifest = {**settings, "fps": fps, "contact_sheet": CONTACT_SHEET_PNG, "videos": records}
