@@ -315,13 +315,13 @@ def test_adamw_is_fused_unless_lightning_must_clip_under_mixed_precision():
 
 
 def _step_taking(seconds: dict[bool, float], calls: list):
-    """A training step that takes seconds[bf16] and records that it ran."""
+    """What builds a training step that takes seconds[bf16] and records that it ran."""
 
     def step(bf16: bool) -> None:
         calls.append(bf16)
         time.sleep(seconds[bf16])
 
-    return step
+    return lambda: step
 
 
 def test_auto_precision_on_a_native_bf16_cpu_picks_the_precision_it_measured_faster(monkeypatch):

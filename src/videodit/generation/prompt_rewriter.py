@@ -9,10 +9,10 @@ model). `expand_shapes_prompt` is the built-in one for the shapes domain.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable
 
 from videodit.data.synthetic import SHAPES_DOMAIN
+from videodit.evaluation.prompt_adherence import WORD, caption_words
 
 
 class PromptRewriterError(ValueError):
@@ -50,16 +50,14 @@ def expand_shapes_prompt(prompt: str) -> str:
     """"red square right" -> "a red square moves right": the values a short prompt names (by name or synonym),
     in the domain's caption template; an attribute it does not name is left out (a shape: "shape"). A prompt
     naming no shape and no colour comes back as it is."""
-    names = SHAPES_DOMAIN.names()
-    # Held-out synonyms too: a user's "crimson disc" is asked for in the words the model was trained on.
-    words = {**{v: v for values in names.values() for v in values}, **SHAPES_DOMAIN.synonyms, **SHAPES_DOMAIN.held_out_synonyms}
+    # Held-out synonyms too (`caption_words` has them): a user's "crimson disc" is asked for in the trained words.
+    vocabulary = caption_words(SHAPES_DOMAIN)
     found = {}
-    for word in re.findall(r"[a-z]+", prompt.lower()):
-        value = words.get(word)
-        attribute = next((a for a, values in names.items() if value in values), None)
-        if attribute and attribute not in found:
-            found[attribute] = value
+    for word in WORD.findall(prompt.lower()):
+        for attribute, words in vocabulary.items():
+            if word in words and attribute not in found:  # the first value named wins
+                found[attribute] = words[word]
     if "shape" not in found and "colour" not in found:
         return prompt
-    filled = SHAPES_DOMAIN.prompt_template.format(**{a: found.get(a, "shape" if a == "shape" else "") for a in names})
+    filled = SHAPES_DOMAIN.prompt_template.format(**{a: found.get(a, "shape" if a == "shape" else "") for a in vocabulary})
     return " ".join(filled.split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -133,24 +134,28 @@ def resolved_precision(preset: ProjectConfig, latents_dir: Path, out_dir: Path) 
     if saved.is_file():
         return PrecisionChoice(**json.loads(saved.read_text()))
     cfg = preset.dit_train
-    model = SpacetimeDiT(preset.dit)
-    optimizers = {bf16: torch.optim.AdamW(model.parameters(), fused=not bf16 or None) for bf16 in (False, True)}
-    generator = torch.Generator().manual_seed(cfg.seed)
-    with safe_open(str(verified_latents(latent_files(latents_dir, "train")[0])), framework="pt") as f:
-        (_, *latent_shape), (_, tokens, width) = f.get_slice("latents").get_shape(), f.get_slice("text").get_shape()
-    latents = torch.randn(cfg.batch_size, *latent_shape, generator=generator)
-    text = torch.randn(cfg.batch_size, tokens, width, generator=generator)
-    text_mask = torch.ones(cfg.batch_size, tokens, dtype=torch.bool)
 
-    def step(bf16: bool) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = rectified_flow_loss(model, latents, text, text_mask, cfg.timestep_mean, cfg.timestep_std,
-                                       generator=generator, condition_fraction=cfg.condition_fraction)  # fmt: skip
-        loss.backward()
-        optimizers[bf16].step()
-        optimizers[bf16].zero_grad(set_to_none=True)
+    def make_step() -> Callable[[bool], None]:
+        model = SpacetimeDiT(preset.dit)
+        optimizers = {bf16: torch.optim.AdamW(model.parameters(), fused=not bf16 or None) for bf16 in (False, True)}
+        generator = torch.Generator().manual_seed(cfg.seed)
+        with safe_open(str(verified_latents(latent_files(latents_dir, "train")[0])), framework="pt") as f:
+            (_, *latent_shape), (_, tokens, width) = f.get_slice("latents").get_shape(), f.get_slice("text").get_shape()
+        latents = torch.randn(cfg.batch_size, *latent_shape, generator=generator)
+        text = torch.randn(cfg.batch_size, tokens, width, generator=generator)
+        text_mask = torch.ones(cfg.batch_size, tokens, dtype=torch.bool)
 
-    choice = resolve_precision(cfg, step if cfg.devices == 1 else None)
+        def step(bf16: bool) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = rectified_flow_loss(model, latents, text, text_mask, cfg.timestep_mean, cfg.timestep_std,
+                                           generator=generator, condition_fraction=cfg.condition_fraction)  # fmt: skip
+            loss.backward()
+            optimizers[bf16].step()
+            optimizers[bf16].zero_grad(set_to_none=True)
+
+        return step
+
+    choice = resolve_precision(cfg, make_step if cfg.devices == 1 else None)
     saved.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(saved, json.dumps(asdict(choice), indent=2))
     return choice

@@ -87,11 +87,11 @@ def time_precisions(step: Callable[[bool], None]) -> dict[str, float]:
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def resolve_precision(config: TrainConfig, step: Callable[[bool], None] | None = None) -> PrecisionChoice:
+def resolve_precision(config: TrainConfig, make_step: Callable[[], Callable[[bool], None]] | None = None) -> PrecisionChoice:
     """The Lightning precision of `config` ("auto" resolved). On CUDA "auto" is bf16-mixed. On a CPU it is fp32
-    unless `cpu_bf16` is set and the CPU has native bf16; there, given `step` (one training step at the run's
-    size, bf16 autocast on or off), the faster of the two as measured, bf16 needing MIN_BF16_SPEEDUP; without
-    `step`, bf16-mixed."""
+    unless `cpu_bf16` is set and the CPU has native bf16; there, given `make_step` (called only then, it builds one
+    training step at the run's size, bf16 autocast on or off), the faster of the two as measured, bf16 needing
+    MIN_BF16_SPEEDUP; without `make_step`, bf16-mixed."""
     if config.precision != "auto":
         return PrecisionChoice(config.precision, "set in the config")
     if torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda"):
@@ -100,9 +100,9 @@ def resolve_precision(config: TrainConfig, step: Callable[[bool], None] | None =
         return PrecisionChoice("32-true", "CPU, cpu_bf16 off")
     if not cpu_has_fast_bf16():
         return PrecisionChoice("32-true", "CPU without native bf16 (no AVX512-BF16 or AMX)")
-    if step is None:
+    if make_step is None:
         return PrecisionChoice("bf16-mixed", "CPU with native bf16, not timed")
-    seconds = time_precisions(step)
+    seconds = time_precisions(make_step())
     speedup = seconds["32-true"] / seconds["bf16-mixed"]
     faster = "bf16-mixed" if speedup >= MIN_BF16_SPEEDUP else "32-true"
     return PrecisionChoice(faster, f"CPU with native bf16, timed: bf16 {speedup:.2f}× fp32 (needs {MIN_BF16_SPEEDUP}×)", seconds)
