@@ -22,7 +22,7 @@ from videodit.sampling import SamplerConfig, timestep_schedule
 PROMPTS = ["a red circle moves left", "a large blue square moves up"]
 MAX_GRAPH_DIFF = 1e-3
 MIN_PSNR_DB = 40.0
-VIDEO_BUCKETS = [(9, 32, 32), (5, 32, 32), (9, 24, 48), (5, 24, 48), (9, 48, 24), (5, 48, 24)]
+BUCKETS = [(9, 32, 32), (5, 32, 32), (9, 24, 48), (5, 24, 48), (9, 48, 24), (5, 48, 24), (1, 32, 32)]
 MIN_INT8_PSNR_DB = 30.0  # against the fp32 bundle; the demo size measures ~57 dB (bench/README.md)
 
 
@@ -41,9 +41,9 @@ def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
     assert spec["clip"]["latent_shape"] == [4, 3, 4, 4]
     assert spec["text"]["max_tokens"] == bundle.text_encoder.max_tokens
     assert spec["limits"]["dynamic_latent_thw"] is True
-    # The tiny preset's video buckets (its T=1 bucket trains images and is not served), which the limits cover.
-    assert [(b["frames"], b["height"], b["width"]) for b in spec["buckets"]] == VIDEO_BUCKETS
-    assert spec["limits"]["frames"] == {"minimum": 5, "maximum": 45, "multiple": 4}  # 1 + 4k, 2 to 4 × 3 latent frames
+    # Every bucket of the tiny preset, its T=1 image bucket too, which the limits cover.
+    assert [(b["frames"], b["height"], b["width"]) for b in spec["buckets"]] == BUCKETS
+    assert spec["limits"]["frames"] == {"minimum": 1, "maximum": 45, "multiple": 4}  # 1 + 4k, 1 to 4 × 3 latent frames
     for name in ("height", "width"):
         assert spec["limits"][name] == {"minimum": 8, "maximum": 4 * 48, "multiple": 8}
     assert spec["source_versions"] == {"model_version": "tiny-test"}
@@ -63,7 +63,7 @@ def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):
     with torch.no_grad():
         real_latents = bundle.vae.encode(clip).mean.numpy()
     diffs = graph_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, real_latents)
-    buckets = [f"random/{f}x{h}x{w}" for f, h, w in VIDEO_BUCKETS]
+    buckets = [f"random/{f}x{h}x{w}" for f, h, w in BUCKETS]
     expected = {f"{g}/{k}" for g in ("text_encoder", "condition") for k in ("random", "real")}
     expected |= {f"{g}/{k}" for g in ("dit", "vae_encoder", "vae_decoder") for k in (*buckets, "real")}
     assert set(diffs) == expected
@@ -72,7 +72,7 @@ def test_every_graph_matches_pytorch_on_random_and_real_inputs(bundle):
 
 def test_torch_and_onnxruntime_make_the_same_video_in_every_bucket(bundle):
     psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2])
-    assert list(psnrs) == [f"{f}x{h}x{w}" for f, h, w in VIDEO_BUCKETS]
+    assert list(psnrs) == [f"{f}x{h}x{w}" for f, h, w in BUCKETS]
     assert min(min(p) for p in psnrs.values()) >= MIN_PSNR_DB, psnrs
     psnrs = end_to_end_parity(bundle.path, bundle.vae, bundle.dit, bundle.text_encoder, PROMPTS, [1, 2], steps=2)
     assert min(min(p) for p in psnrs.values()) >= MIN_PSNR_DB, psnrs

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.export import Dim
 
 from tiny_bundle import SAMPLER, tiny_bundle
@@ -19,6 +20,7 @@ from videodit.cli import main
 from videodit.evaluation.image_quality import psnr
 from videodit.export.onnx_export import TextEncoderGraph, _export
 from videodit.generation import OnnxVideoGenerator
+from videodit.generation.inputs import read_video
 from videodit.generation.onnx_generator import physical_cores
 from videodit.models import generate_videos
 from videodit.sampling import SamplerConfig, timestep_schedule
@@ -56,7 +58,7 @@ def test_sessions_run_with_the_recorded_settings(bundle_dir):
     assert generator.vae_decoder.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
-@pytest.mark.parametrize(("frames", "height", "width"), [(9, 32, 32), (5, 24, 48), (9, 48, 24)])
+@pytest.mark.parametrize(("frames", "height", "width"), [(9, 32, 32), (5, 24, 48), (9, 48, 24), (1, 32, 32)])
 def test_trained_buckets_generate_without_a_warning(generator, frames, height, width):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -119,8 +121,8 @@ def test_non_ascii_prompt_generates(generator):
     [
         ({"height": 30}, "height=30 is not supported by this model: use a multiple of 8 from 8 to 192"),
         ({"width": 256}, "width=256 is not supported by this model: use a multiple of 8 from 8 to 192"),
-        ({"frames": 1}, r"frames=1 is not supported by this model: use one of 5, 9, 13, ... 45 \(steps of 4\)"),
-        ({"frames": 6}, "frames=6 is not supported"),  # not 1 + 4k
+        ({"frames": 3}, r"frames=3 is not supported by this model: use one of 1, 5, 9, ... 45 \(steps of 4\)"),
+        ({"frames": 49}, "frames=49 is not supported"),  # past 4 × the longest bucket's latent frames
     ],
 )
 def test_bad_sizes_name_the_allowed_values(generator, size, message):
@@ -220,6 +222,14 @@ def test_cli_writes_video_gif_sheet_and_manifest(bundle_dir, tmp_path):
     assert manifest["timings"]["seconds_per_video"] > 0
 
 
+def test_cli_writes_an_image_bucket_as_a_one_frame_mp4_and_gif(bundle_dir, generator, tmp_path):
+    out = tmp_path / "image.mp4"
+    assert main(["generate", "a red circle", "-o", str(out), "--model", str(bundle_dir), "--steps", "1", "--frames", "1"]) == 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["frames"] == 1
+    assert read_video(out, HEIGHT, WIDTH, generator.spec.fps).shape == (1, HEIGHT, WIDTH, 3)  # a valid MP4 of one frame
+    assert Image.open(tmp_path / "image.gif").n_frames == 1
+
+
 def test_cli_batch_file_writes_one_clip_per_line(bundle_dir, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"a red circle moves left\n\n{NON_ASCII_PROMPT}\n", encoding="utf-8")
@@ -236,8 +246,7 @@ def test_cli_batch_file_writes_one_clip_per_line(bundle_dir, tmp_path):
     [
         (["--model", "/nonexistent/bundle"], "model folder not found: /nonexistent/bundle"),
         (["--size", "30x32"], "width=30 is not supported"),
-        (["--frames", "1"], "frames=1 is not supported"),
-        (["--frames", "6"], "frames=6 is not supported by this model: use one of 5, 9, 13, ... 45 (steps of 4)"),
+        (["--frames", "6"], "frames=6 is not supported by this model: use one of 1, 5, 9, ... 45 (steps of 4)"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(bundle_dir, tmp_path, capsys, args, message):

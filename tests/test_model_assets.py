@@ -41,8 +41,10 @@ from videodit.tracking.source import code_version
 ALL_ASSETS = list(defs.assets)
 ALL_CHECKS = list(defs.asset_checks)
 
-# The sizes the bundle serves and generated_videos renders.
+# The clip buckets curation fills and evaluation scores.
 VIDEO_BUCKETS = [b.name for b in video_buckets(load_preset("tiny").buckets)]
+# The sizes the bundle serves and generated_videos renders: every bucket, the 1-frame image bucket too.
+SERVED_BUCKETS = [b.name for b in load_preset("tiny").buckets]
 
 
 def _resources(root, tracking_uri=None):
@@ -113,13 +115,14 @@ def test_every_asset_materializes_with_real_values(pipeline):
     assert "evaluation/per_bucket.json" in {a.path for a in client.list_artifacts(evaluation["mlflow_run_id"], "evaluation")}
     onnx = _metadata(result, "onnx_models")
     assert onnx["max_graph_abs_diff"] < 1e-3 and onnx["min_end_to_end_psnr_db"] >= 40
-    assert set(onnx["end_to_end_psnr_db"]) == set(VIDEO_BUCKETS)  # parity in every bucket served
+    assert set(onnx["end_to_end_psnr_db"]) == set(SERVED_BUCKETS)  # parity in every bucket served
     generated = _metadata(result, "generated_videos")
-    assert generated["videos"] == 8 * len(VIDEO_BUCKETS)
-    for bucket in VIDEO_BUCKETS:  # the prompt list in every video bucket, a contact sheet each
+    assert generated["videos"] == 8 * len(SERVED_BUCKETS)
+    for bucket in SERVED_BUCKETS:  # the prompt list in every bucket, a contact sheet each
         folder = root / "artifacts" / "generated_videos" / bucket
         manifest = json.loads((folder / "manifest.json").read_text())
         assert len(manifest["videos"]) == 8 and all((folder / v["mp4"]).stat().st_size > 0 for v in manifest["videos"])
+        assert manifest["frames"] == int(bucket.split("x")[0])  # 1 in the image bucket
         assert generated[f"contact_sheet_{bucket}"].startswith("![")
 
     # The registry: aliases on every model, the ONNX bundle following the champion.

@@ -139,8 +139,9 @@ class GenerationSettings(Config):
 
 @asset(group_name="serving", code_version="3", deps=[onnx_models], kinds={"onnxruntime"})
 def generated_videos(context: AssetExecutionContext, config: GenerationSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
-    """Batch generation with onnxruntime alone, in every bucket the bundle was trained at: per bucket, an MP4 and a
-    GIF per prompt, a contact sheet and a manifest in a folder of its own (e.g. 9x32x32/)."""
+    """Batch generation with onnxruntime alone, in every bucket the bundle was trained at (an image bucket as
+    1-frame clips): per bucket, an MP4 and a GIF per prompt, a contact sheet and a manifest in a folder of its own
+    (e.g. 9x32x32/, 1x32x32/)."""
     bundle = json.loads((workspace.artifacts("onnx_models") / "bundle.json").read_text())
     prompts_file = Path(config.prompts_file)
     if not prompts_file.is_file():

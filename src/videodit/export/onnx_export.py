@@ -34,7 +34,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 from torch.export import Dim
 
-from videodit.data.config import Bucket, as_buckets, video_buckets
+from videodit.data.config import Bucket, as_buckets
 from videodit.evaluation.image_quality import psnr
 from videodit.generation.onnx_generator import (
     BUNDLE_FORMAT_VERSION,
@@ -60,9 +60,6 @@ OPSET = op.version
 # Dynamic graphs accept latents up to this many times the largest bucket's latent frames, height and width.
 MAX_SIZE_FACTOR = 4
 MAX_BATCH = 256
-# Dynamic graphs take two or more latent frames: torch.export specialises sizes 0 and 1, so image (T=1) buckets
-# cannot share the video graphs and are not served.
-MIN_LATENT_FRAMES = 2
 CLIP_KEYS = ("fps", "frames", "height", "width")
 # condition.onnx's outputs are dit.onnx's inputs of the same names.
 CONDITION_NAMES = {"inputs": ["text", "text_mask", "null_text", "null_mask"], "outputs": ["pooled", "text_kv", "cfg_mask"]}
@@ -188,9 +185,11 @@ def _size_limits(
 
 
 def _latent_t_patches(vae: VideoVAE, dit: SpacetimeDiT, buckets: tuple[Bucket, ...]) -> tuple[int, int]:
-    """The fewest and most latent frames of the dynamic graphs, in temporal patches."""
+    """The fewest and most latent frames of the dynamic graphs, in temporal patches. From one patch: one latent
+    frame at a temporal patch of 1 (which image buckets need), so image buckets share the video graphs.
+    torch.export specialises sizes 0 and 1 of the example inputs only, and the example clip has more frames."""
     pt = dit.config.patch_size[0]
-    return -(-MIN_LATENT_FRAMES // pt), MAX_SIZE_FACTOR * max(vae.latent_frames(b.frames) for b in buckets) // pt
+    return 1, MAX_SIZE_FACTOR * max(vae.latent_frames(b.frames) for b in buckets) // pt
 
 
 def export_bundle(
@@ -209,8 +208,8 @@ def export_bundle(
     sampler: stored with its timesteps, which the generator then uses as they are. clip: fps, frames, height,
     width (the training clip, the default of generated videos) and optionally latent_shift and latent_scale (the
     DiT's latent normalisation, undone inside vae_decoder.onnx). source_versions: where the weights came from
-    (e.g. MLflow model URIs and run ids), stored as given. buckets: the preset's bucket table; its video buckets
-    (the clip size when none) are the sizes bundle.json names as trained, which the graphs' limits cover.
+    (e.g. MLflow model URIs and run ids), stored as given. buckets: the preset's bucket table, image (T=1) buckets
+    included (the clip size when none): the sizes bundle.json names as trained, which the graphs' limits cover.
     """
     missing = [key for key in CLIP_KEYS if key not in clip]
     if missing:
@@ -222,7 +221,7 @@ def export_bundle(
     latent_scale = float(clip.get("latent_scale", 1.0))
     latent_shape = vae.latent_shape(frames, height, width)
     channels = latent_shape[0]
-    trained = video_buckets(as_buckets(buckets)) or (Bucket(height, width, frames),)
+    trained = as_buckets(buckets) or (Bucket(height, width, frames),)
     pt, ph, pw = dit.config.patch_size
     max_tokens, text_dim = text_encoder.max_tokens, text_encoder.dim
 

@@ -11,8 +11,9 @@ The bundle (written by `videodit.export.export_bundle`) holds five graphs and a 
   vae_encoder.onnx   video [B, 3, 1 + r(t-1), H, W] in [-1, 1] -> latents: the frames a clip is conditioned on
   vae_decoder.onnx   latents [B, C, t, h, w] -> video [B, 3, 1 + r(t-1), H, W] in [-1, 1]
 and bundle.json with the sampler (its settings and the exact float32 timesteps it was exported with), the clip
-defaults, the sizes the model was trained at (its preset's video buckets: other sizes the graphs accept get a
-warning), the sizes the graphs accept and the precision of the graphs ("fp32", or "int8": a quantized copy).
+defaults, the sizes the model was trained at (its preset's buckets, 1-frame image buckets too: other sizes the
+graphs accept get a warning), the sizes the graphs accept and the precision of the graphs ("fp32", or "int8": a
+quantized copy).
 
 The sampler is the one torch evaluates with: `videodit.sampling`'s schedule, per-prompt noise and Euler loop,
 stepping through dit.onnx, which is `videodit.models.rectified_flow.GuidedEulerStep` exported (and condition.onnx
