@@ -53,8 +53,9 @@ else
 	@echo "  Generate more:     $(BIN)/videodit generate \"a large red circle moves left\" -o out.mp4"
 endif
 
+# A worker per core (at most 4), a module per worker at a time, the longest first (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 dev: install
 	$(DG) dev --host 127.0.0.1 --port 3000  # code location "videodit"

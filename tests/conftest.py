@@ -13,6 +13,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# `make test` runs pytest-xdist with --dist loadfile: a module runs on one worker, so its module-scoped fixtures
+# (the production stack, the tiny graph) are built once. Modules are handed out in item order
+# (--no-loadscope-reorder): the two longest go first, so the workers end together instead of one starting the stack
+# module last.
+LONGEST_MODULES = ("test_stack", "test_model_assets")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(LONGEST_MODULES)))  # stable: each module keeps its order
+
 
 def write_video(
     path: Path,

@@ -158,7 +158,7 @@ def into_artifact_folder(download):
 @pytest.mark.parametrize("layout", ["local store: <dst>/final.ckpt", "server: <dst>/checkpoint/final.ckpt"])
 def test_registered_checkpoint_downloads_on_the_first_call(tmp_path, monkeypatch, layout):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # not the process-wide registry an earlier test left
     experiment = client.create_experiment("videodit", artifact_location=str(tmp_path / "mlartifacts"))
     run = client.create_run(experiment)
     trained = tmp_path / "trained" / FINAL_CHECKPOINT

@@ -70,7 +70,7 @@ def pipeline(tmp_path_factory):
     instance = DagsterInstance.ephemeral()
     result = materialize(ALL_ASSETS + ALL_CHECKS, resources=_resources(root), instance=instance)
     assert result.success
-    return root, instance, result, MlflowClient(f"sqlite:///{root}/mlflow.db")
+    return root, instance, result, MlflowClient(f"sqlite:///{root}/mlflow.db", registry_uri=f"sqlite:///{root}/mlflow.db")
 
 
 def test_every_asset_materializes_with_real_values(pipeline):
