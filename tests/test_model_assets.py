@@ -122,9 +122,20 @@ def test_every_asset_materializes_with_real_values(pipeline):
         assert len(manifest["videos"]) == 8 and all((folder / v["mp4"]).stat().st_size > 0 for v in manifest["videos"])
         assert generated[f"contact_sheet_{bucket}"].startswith("![")
 
-    # The registry: aliases on every model, the ONNX bundle following the champion.
-    for name in ("videodit-vae", "videodit-dit", "videodit-onnx"):
+    # The registry: aliases on every model; the fp32 bundle of the champion and its int8 copy, scored alike, and
+    # `champion` on the one served_bundle chose.
+    for name in ("videodit-vae", "videodit-dit"):
         assert str(client.get_model_version_by_alias(name, CHAMPION).version) == "1"
+    served = _metadata(result, "served_bundle")
+    fp32, int8 = (client.get_model_version("videodit-onnx", v) for v in ("1", "2"))
+    assert (fp32.tags["precision"], int8.tags["precision"], int8.tags["fp32_version"]) == ("fp32", "int8", "1")
+    held = float(int8.tags["eval.overall"]) >= float(fp32.tags["eval.overall"]) - 0.02
+    assert served["precision"] == ("int8" if held else "fp32") and f"v{2 if held else 1} serves" in served["decision"]
+    assert served["served_version"] == f"videodit-onnx v{2 if held else 1} (@champion)" == f"{generated['model']} (@champion)"
+    assert str(client.get_model_version_by_alias("videodit-onnx", CHAMPION).version) == str(2 if held else 1)
+    assert served["fp32_overall"] == pytest.approx(float(fp32.tags["eval.overall"]), abs=1e-6)
+    assert served["int8_min_psnr_vs_fp32_db"] > 20 and float(int8.tags["psnr_vs_fp32_db"]) > 20
+    assert all(v.tags["serving.served_version"] == str(2 if held else 1) for v in (fp32, int8))
     dit = client.get_model_version_by_alias("videodit-dit", CHALLENGER)
     assert float(dit.tags["eval.overall"]) == pytest.approx(evaluation["overall"], abs=1e-6)
     assert dit.tags["promotion.promoted"] == "True" and "Evaluation:" in dit.description
@@ -142,7 +153,8 @@ def test_mlflow_runs_nest_under_the_dagster_run_with_params_metrics_and_tags(pip
     parents = [r for r in runs if r.data.tags.get("videodit.role") == "pipeline"]
     assert len(parents) == 1 and parents[0].data.tags["dagster.run_id"] == result.run_id
     children = {r.data.tags["dagster.asset_key"]: r for r in runs if r.data.tags.get("videodit.role") == "asset"}
-    assert set(children) == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos", "conditioned_videos"}
+    assert set(children) == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "served_bundle", "generated_videos",
+                             "conditioned_videos"}  # fmt: skip
     dvc_md5 = _metadata(result, "raw_videos")["dvc_md5"]
     for run in children.values():
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -201,6 +213,29 @@ def test_conditioned_videos_make_every_mode_from_the_shipped_folder_and_reject_a
     assert combined["status"] == "rejected" and combined["reason"].startswith("request 1 (first.png, first.png): --extend")
     assert (good["status"], good["mode"], good["frames"], good["given_frames"]) == ("generated", "image_to_video", 5, [0])
     assert not (out / requests[-1]["folder"]).exists()  # the last folder's videos are gone with its manifest
+
+
+def test_served_bundle_serves_fp32_when_quantization_is_off_and_finds_its_int8_version_again(pipeline):
+    root, instance, _, client = pipeline
+
+    def serve(**config) -> dict:
+        run_config = {"ops": {"served_bundle": {"config": config}}}
+        return _metadata(materialize(ALL_ASSETS, selection=["served_bundle"], resources=_resources(root), instance=instance,
+                                     run_config=run_config), "served_bundle")  # fmt: skip
+
+    def pointer() -> dict:
+        return json.loads((root / "artifacts" / "served_bundle" / "model.json").read_text())
+
+    fp32_bundle = json.loads((root / "artifacts" / "onnx_models" / "model.json").read_text())["path"]
+    off = serve(quantize=False)
+    assert off["precision"] == "fp32" and off["decision"] == "no quantized bundle: fp32 v1 serves" and "int8_overall" not in off
+    assert pointer() == {"path": fp32_bundle, "version": "1", "precision": "fp32"}
+    assert str(alias_version(client, "videodit-onnx", CHAMPION).version) == "1"
+    # A margin any score meets (both sides of one: test_promotion.py): the int8 copy is found, not registered again.
+    held = serve(max_adherence_drop=1.0)
+    assert held["precision"] == "int8" and held["decision"].endswith("v2 serves") and pointer()["version"] == "2"
+    assert str(alias_version(client, "videodit-onnx", CHAMPION).version) == "2"
+    assert len(client.search_model_versions("name = 'videodit-onnx'")) == 2
 
 
 def test_same_data_and_code_reuse_the_registered_versions(pipeline):
