@@ -1,5 +1,6 @@
 """The model half of the graph on the tiny preset: training, MLflow tracking, the registry, ONNX and generation."""
 
+import base64
 import importlib.metadata
 import json
 import os
@@ -30,6 +31,8 @@ from videodit.cli import main as cli_main
 from videodit.config import load_preset
 from videodit.data.config import video_buckets
 from dagster_project.defs.serving import DEFAULT_CONDITIONING_DIR
+from videodit.data.video_io import mp4_frames
+from videodit.evaluation.image_quality import psnr
 from videodit.generation.inputs import read_video
 from videodit.generation.rest import invoke, serving
 from videodit.data.shards import ClipShards
@@ -434,6 +437,8 @@ def test_every_registered_model_loads_and_predicts_as_its_signature_says(pipelin
     videos = onnx.predict(["a red circle moves left", "a small blue square moves up"], params={"seed": 3, "steps": 2})
     assert videos.shape == (2, 9, 32, 32, 3) and videos.dtype == np.uint8
     _assert_described(onnx, videos)
+    with pytest.raises(ValueError, match="param 'encoding' is 'gif': use one of array, mp4"):
+        onnx.predict(["a red circle moves left"], params={"encoding": "gif"})
 
     # The DiT: the pipeline itself, and its pyfunc (one seed per video, the prompts a param) through the same sampler.
     dit = mlflow.pytorch.load_model("models:/videodit-dit@champion")
@@ -460,14 +465,19 @@ def test_the_onnx_champion_answers_over_rest_with_mlflow_models_serve(pipeline):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    prompts = ["a red circle moves left", "a small blue square moves up"]
     with serving("models:/videodit-onnx@champion", port, f"sqlite:///{root}/mlflow.db") as url:
-        videos = invoke(url, ["a red circle moves left", "a small blue square moves up"], seed=3, steps=2)
+        videos = invoke(url, prompts, seed=3, steps=2)
+        decoded = invoke(url, prompts, seed=3, steps=2, encoding="mp4")
     _use_store(root)
-    expected = mlflow.pyfunc.load_model("models:/videodit-onnx@champion").predict(
-        ["a red circle moves left", "a small blue square moves up"], params={"seed": 3, "steps": 2}
-    )
+    model = mlflow.pyfunc.load_model("models:/videodit-onnx@champion")
+    expected = model.predict(prompts, params={"seed": 3, "steps": 2})
     assert videos.dtype == np.uint8 and videos.shape[0] == 2
     np.testing.assert_array_equal(videos, expected)
+    # Base64 MP4s: the same videos through H.264 (lossy), the bytes the pyfunc encodes in-process.
+    encoded = model.predict(prompts, params={"seed": 3, "steps": 2, "encoding": "mp4"})
+    np.testing.assert_array_equal(decoded, np.stack([mp4_frames(base64.b64decode(video)) for video in encoded]))
+    assert decoded.shape == videos.shape and min(psnr(a, b) for a, b in zip(decoded, videos)) > 28
 
 
 # Loads each model folder with nothing of videodit on the path but the model's own `code/` (MLflow adds it on load):
