@@ -66,8 +66,10 @@ check: install
 mlflow: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db -h 127.0.0.1 -p 5000
 
-# The ONNX champion over REST: POST {"inputs": ["a red circle moves left"], "params": {"seed": 0}} to
-# http://127.0.0.1:$(SERVE_PORT)/invocations answers {"predictions": uint8 videos [B, T, H, W, 3]} (videodit/generation/rest.py).
+# The ONNX champion (served_bundle's choice, int8 or fp32) over REST: POST {"inputs": ["a red circle moves left"],
+# "params": {"seed": 0}} to http://127.0.0.1:$(SERVE_PORT)/invocations answers {"predictions": uint8 videos
+# [B, T, H, W, 3]} as nested arrays; "params": {"seed": 0, "encoding": "mp4"} answers one base64 MP4 string per
+# prompt instead (videodit/generation/rest.py reads both back).
 SERVE_PORT ?= 5001
 serve: install
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} $(BIN)/mlflow models serve \

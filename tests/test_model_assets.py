@@ -1,5 +1,6 @@
 """The model half of the graph on the tiny preset: training, MLflow tracking, the registry, ONNX and generation."""
 
+import base64
 import importlib.metadata
 import json
 import os
@@ -30,6 +31,8 @@ from videodit.cli import main as cli_main
 from videodit.config import load_preset
 from videodit.data.config import video_buckets
 from dagster_project.defs.serving import DEFAULT_CONDITIONING_DIR
+from videodit.data.video_io import mp4_frames
+from videodit.evaluation.image_quality import psnr
 from videodit.generation.inputs import read_video
 from videodit.generation.rest import invoke, serving
 from videodit.data.shards import ClipShards
@@ -125,9 +128,20 @@ def test_every_asset_materializes_with_real_values(pipeline):
         assert manifest["frames"] == int(bucket.split("x")[0])  # 1 in the image bucket
         assert generated[f"contact_sheet_{bucket}"].startswith("![")
 
-    # The registry: aliases on every model, the ONNX bundle following the champion.
-    for name in ("videodit-vae", "videodit-dit", "videodit-onnx"):
+    # The registry: aliases on every model; the fp32 bundle of the champion and its int8 copy, scored alike, and
+    # `champion` on the one served_bundle chose.
+    for name in ("videodit-vae", "videodit-dit"):
         assert str(client.get_model_version_by_alias(name, CHAMPION).version) == "1"
+    served = _metadata(result, "served_bundle")
+    fp32, int8 = (client.get_model_version("videodit-onnx", v) for v in ("1", "2"))
+    assert (fp32.tags["precision"], int8.tags["precision"], int8.tags["fp32_version"]) == ("fp32", "int8", "1")
+    held = float(int8.tags["eval.overall"]) >= float(fp32.tags["eval.overall"]) - 0.02
+    assert served["precision"] == ("int8" if held else "fp32") and f"v{2 if held else 1} serves" in served["decision"]
+    assert served["served_version"] == f"videodit-onnx v{2 if held else 1} (@champion)" == f"{generated['model']} (@champion)"
+    assert str(client.get_model_version_by_alias("videodit-onnx", CHAMPION).version) == str(2 if held else 1)
+    assert served["fp32_overall"] == pytest.approx(float(fp32.tags["eval.overall"]), abs=1e-6)
+    assert served["int8_min_psnr_vs_fp32_db"] > 20 and float(int8.tags["psnr_vs_fp32_db"]) > 20
+    assert all(v.tags["serving.served_version"] == str(2 if held else 1) for v in (fp32, int8))
     dit = client.get_model_version_by_alias("videodit-dit", CHALLENGER)
     assert float(dit.tags["eval.overall"]) == pytest.approx(evaluation["overall"], abs=1e-6)
     assert dit.tags["promotion.promoted"] == "True" and "Evaluation:" in dit.description
@@ -145,7 +159,8 @@ def test_mlflow_runs_nest_under_the_dagster_run_with_params_metrics_and_tags(pip
     parents = [r for r in runs if r.data.tags.get("videodit.role") == "pipeline"]
     assert len(parents) == 1 and parents[0].data.tags["dagster.run_id"] == result.run_id
     children = {r.data.tags["dagster.asset_key"]: r for r in runs if r.data.tags.get("videodit.role") == "asset"}
-    assert set(children) == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos", "conditioned_videos"}
+    assert set(children) == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "served_bundle", "generated_videos",
+                             "conditioned_videos"}  # fmt: skip
     dvc_md5 = _metadata(result, "raw_videos")["dvc_md5"]
     for run in children.values():
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -204,6 +219,29 @@ def test_conditioned_videos_make_every_mode_from_the_shipped_folder_and_reject_a
     assert combined["status"] == "rejected" and combined["reason"].startswith("request 1 (first.png, first.png): --extend")
     assert (good["status"], good["mode"], good["frames"], good["given_frames"]) == ("generated", "image_to_video", 5, [0])
     assert not (out / requests[-1]["folder"]).exists()  # the last folder's videos are gone with its manifest
+
+
+def test_served_bundle_serves_fp32_when_quantization_is_off_and_finds_its_int8_version_again(pipeline):
+    root, instance, _, client = pipeline
+
+    def serve(**config) -> dict:
+        run_config = {"ops": {"served_bundle": {"config": config}}}
+        return _metadata(materialize(ALL_ASSETS, selection=["served_bundle"], resources=_resources(root), instance=instance,
+                                     run_config=run_config), "served_bundle")  # fmt: skip
+
+    def pointer() -> dict:
+        return json.loads((root / "artifacts" / "served_bundle" / "model.json").read_text())
+
+    fp32_bundle = json.loads((root / "artifacts" / "onnx_models" / "model.json").read_text())["path"]
+    off = serve(quantize=False)
+    assert off["precision"] == "fp32" and off["decision"] == "no quantized bundle: fp32 v1 serves" and "int8_overall" not in off
+    assert pointer() == {"path": fp32_bundle, "version": "1", "precision": "fp32"}
+    assert str(alias_version(client, "videodit-onnx", CHAMPION).version) == "1"
+    # A margin any score meets (both sides of one: test_promotion.py): the int8 copy is found, not registered again.
+    held = serve(max_adherence_drop=1.0)
+    assert held["precision"] == "int8" and held["decision"].endswith("v2 serves") and pointer()["version"] == "2"
+    assert str(alias_version(client, "videodit-onnx", CHAMPION).version) == "2"
+    assert len(client.search_model_versions("name = 'videodit-onnx'")) == 2
 
 
 def test_same_data_and_code_reuse_the_registered_versions(pipeline):
@@ -402,6 +440,8 @@ def test_every_registered_model_loads_and_predicts_as_its_signature_says(pipelin
     videos = onnx.predict(["a red circle moves left", "a small blue square moves up"], params={"seed": 3, "steps": 2})
     assert videos.shape == (2, 9, 32, 32, 3) and videos.dtype == np.uint8
     _assert_described(onnx, videos)
+    with pytest.raises(ValueError, match="param 'encoding' is 'gif': use one of array, mp4"):
+        onnx.predict(["a red circle moves left"], params={"encoding": "gif"})
 
     # The DiT: the pipeline itself, and its pyfunc (one seed per video, the prompts a param) through the same sampler.
     dit = mlflow.pytorch.load_model("models:/videodit-dit@champion")
@@ -428,14 +468,19 @@ def test_the_onnx_champion_answers_over_rest_with_mlflow_models_serve(pipeline):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    prompts = ["a red circle moves left", "a small blue square moves up"]
     with serving("models:/videodit-onnx@champion", port, f"sqlite:///{root}/mlflow.db") as url:
-        videos = invoke(url, ["a red circle moves left", "a small blue square moves up"], seed=3, steps=2)
+        videos = invoke(url, prompts, seed=3, steps=2)
+        decoded = invoke(url, prompts, seed=3, steps=2, encoding="mp4")
     _use_store(root)
-    expected = mlflow.pyfunc.load_model("models:/videodit-onnx@champion").predict(
-        ["a red circle moves left", "a small blue square moves up"], params={"seed": 3, "steps": 2}
-    )
+    model = mlflow.pyfunc.load_model("models:/videodit-onnx@champion")
+    expected = model.predict(prompts, params={"seed": 3, "steps": 2})
     assert videos.dtype == np.uint8 and videos.shape[0] == 2
     np.testing.assert_array_equal(videos, expected)
+    # Base64 MP4s: the same videos through H.264 (lossy), the bytes the pyfunc encodes in-process.
+    encoded = model.predict(prompts, params={"seed": 3, "steps": 2, "encoding": "mp4"})
+    np.testing.assert_array_equal(decoded, np.stack([mp4_frames(base64.b64decode(video)) for video in encoded]))
+    assert decoded.shape == videos.shape and min(psnr(a, b) for a, b in zip(decoded, videos)) > 28
 
 
 # Loads each model folder with nothing of videodit on the path but the model's own `code/` (MLflow adds it on load):

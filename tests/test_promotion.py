@@ -20,7 +20,7 @@ from dagster_project.defs.resources import MLflowTracking, Workspace
 from videodit.tracking.mlflow_store import default_tracking_uri, ensure_experiment
 from videodit.tracking.registry import (
     CHALLENGER, CHAMPION, EVAL_CONFIG_TAG, SCORE_TAG_PREFIX, alias_version, find_version, promote_if_better,
-    record_scores, register_version,
+    record_scores, register_version, serve_precision,
 )  # fmt: skip
 
 ON_84_PROMPTS, ON_8_PROMPTS = "eval-84-prompts", "eval-8-prompts"  # two evaluation hashes
@@ -135,6 +135,24 @@ def test_a_lower_is_better_metric_promotes_the_lower_score(store):
     decision = promote_if_better(client, name, lower, "frechet_distance", _never_rescored, higher_is_better=False)
     assert decision.promoted and "frechet_distance=8.0000 beats champion" in decision.reason
     assert alias_version(client, name, CHAMPION).version == lower.version
+
+
+def test_the_quantized_bundle_serves_only_within_the_adherence_margin_of_fp32(store):
+    root, client = store
+    name = "precision"
+    fp32, int8 = _register(client, root, name, print_="fp32"), _register(client, root, name, print_="int8")
+    within = serve_precision(client, name, fp32, 0.80, int8, 0.79, "overall", 0.02)
+    assert within.served_version == str(int8.version) and alias_version(client, name, CHAMPION).version == int8.version
+    assert within.reason == f"quantized v{int8.version} overall=0.7900 is within 0.02 of fp32 v{fp32.version} overall=0.8000: v{int8.version} serves"
+    beyond = serve_precision(client, name, fp32, 0.80, int8, 0.77, "overall", 0.02)
+    assert beyond.served_version == str(fp32.version) and alias_version(client, name, CHAMPION).version == fp32.version
+    assert "overall=0.7700 is not within 0.02 of fp32" in beyond.reason
+    for version in (fp32, int8):  # the last decision, on both versions
+        tags = client.get_model_version(name, version.version).tags
+        assert tags["serving.served_version"] == str(fp32.version) and tags["serving.quantized_score"] == "0.77"
+    assert serve_precision(client, name, fp32, 0.80, int8, float("nan"), "overall", 0.02).served_version == str(fp32.version)
+    alone = serve_precision(client, name, fp32, 0.80, None, None, "overall", 0.02)
+    assert alone.served_version == str(fp32.version) and alone.reason == f"no quantized bundle: fp32 v{fp32.version} serves"
 
 
 def _resources(root):

@@ -44,6 +44,8 @@ sys.modules[spec.name] = stack_module  # dataclasses look their module up there
 spec.loader.exec_module(stack_module)
 
 MODELS = ("videodit-vae", "videodit-dit", "videodit-onnx")
+# Versions each model registers in one graph run: videodit-onnx has the fp32 bundle (v1) and its int8 copy (v2).
+VERSIONS = {"videodit-vae": 1, "videodit-dit": 1, "videodit-onnx": 2}
 # What is under test is the stack's traffic, not the models' quality: the fewest steps that train and evaluate.
 FEWEST_STEPS = {"ops": {
     "vae_model": {"config": {"vae_train": {"max_steps": 4}}},
@@ -200,13 +202,15 @@ def test_the_run_went_through_the_queue_and_the_daemon_into_postgres(stack, pipe
 def test_every_model_registers_through_the_server_with_its_aliases(pipeline):
     _, client, _ = pipeline
     for name in MODELS:
-        (version,) = client.search_model_versions(f"name = '{name}'")
-        assert version.status == "READY" and version.source.startswith("models:/m-")
-        assert str(client.get_model_version_by_alias(name, CHAMPION).version) == str(version.version) == "1"
+        versions = client.search_model_versions(f"name = '{name}'")
+        assert len(versions) == VERSIONS[name]
+        assert all(v.status == "READY" and v.source.startswith("models:/m-") for v in versions)
+    for name in ("videodit-vae", "videodit-dit"):
+        assert str(client.get_model_version_by_alias(name, CHAMPION).version) == "1"
     dit = client.get_model_version_by_alias("videodit-dit", CHALLENGER)
     assert "eval.overall" in dit.tags and dit.tags["promotion.promoted"] == "True"
-    onnx = client.get_model_version_by_alias("videodit-onnx", CHAMPION)
-    assert onnx.tags["dit_version"] == dit.version
+    onnx = client.get_model_version_by_alias("videodit-onnx", CHAMPION)  # the version served_bundle chose
+    assert onnx.tags["dit_version"] == dit.version and onnx.tags["serving.served_version"] == str(onnx.version)
 
 
 def test_runs_finish_and_no_logged_model_is_left_unregistered(stack, pipeline):
@@ -217,10 +221,11 @@ def test_runs_finish_and_no_logged_model_is_left_unregistered(stack, pipeline):
     assert {r.data.tags["dagster.run_id"] for r in runs} == {run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}
     children = {r.data.tags["dagster.asset_key"] for r in runs if r.data.tags["videodit.role"] == "asset"}
-    assert children == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "generated_videos", "conditioned_videos"}
+    assert children == {"vae_model", "dit_model", "model_evaluation", "onnx_models", "served_bundle", "generated_videos",
+                        "conditioned_videos"}  # fmt: skip
     logged = {m.model_id for m in client.search_logged_models(experiment_ids=[experiment.experiment_id])}
     registered = {v.source.removeprefix("models:/") for name in MODELS for v in client.search_model_versions(f"name = '{name}'")}
-    assert logged == registered and len(logged) == len(MODELS)
+    assert logged == registered and len(logged) == sum(VERSIONS.values())
     # Artifacts went through the server into the S3 bucket, none into the project.
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
     assert [k for k in _s3_keys(settings, "mlartifacts/") if k.endswith("/MLmodel")] and not (root / "mlartifacts").exists()

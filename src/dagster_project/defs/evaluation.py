@@ -73,7 +73,7 @@ def _evaluate_conditioning(preset: ProjectConfig, pipeline: DiTModule) -> tuple[
     return evaluate_conditioning(pipeline, samples, preset.sampler, SHAPES_DOMAIN, settings.seed, settings.long_video_windows)
 
 
-def _evaluation_hash(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig) -> str:
+def evaluation_fingerprint(workspace: Workspace, settings: EvaluationConfig, sampler: SamplerConfig) -> str:
     """What the scores depend on: the evaluation settings, the sampler and the clips they are measured against
     (not which score decides, nor the quality floor, nor the other buckets' table: changing those compares the
     same scores)."""
@@ -106,7 +106,7 @@ def model_evaluation(context: AssetExecutionContext, config: ModelEvaluationConf
         pipeline = _load(Path(pointer["checkpoint"]))  # one load serves every measure
         metrics, samples, per_bucket = _evaluate(workspace, settings, sampler, pipeline, preset.buckets)
         conditioned, conditioned_videos = _evaluate_conditioning(preset, pipeline)
-        evaluation_hash = _evaluation_hash(workspace, settings, sampler)
+        evaluation_hash = evaluation_fingerprint(workspace, settings, sampler)
         run.log_params({"evaluation": settings.__dict__, "sampler": asdict(sampler), "evaluation_hash": evaluation_hash,
                         "dit_version": pointer["version"]})  # fmt: skip
         for name, value in {**metrics, **conditioned, **bucket_metrics(per_bucket)}.items():

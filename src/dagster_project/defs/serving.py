@@ -1,4 +1,5 @@
-"""Stage 7, serving: the champion leaves PyTorch as an ONNX bundle and generates videos with onnxruntime."""
+"""Stage 7, serving: the champion leaves PyTorch as an ONNX bundle, an int8 copy serves where its quality holds,
+and videos are generated with onnxruntime."""
 
 import importlib.resources
 import json
@@ -15,21 +16,25 @@ from pydantic import Field
 
 from dagster_project.config import SamplerSection, overrides
 
-from dagster_project.defs.evaluation import REGISTRY_RETRY, registered_model
-from dagster_project.defs.training import DIT_MODEL, read_pointer
+from dagster_project.defs.evaluation import REGISTRY_RETRY, evaluation_fingerprint, registered_model
+from dagster_project.defs.training import DIT_MODEL, read_pointer, write_pointer
 from dagster_project.failures import failing_on_corrupt_shards
-from dagster_project.defs.resources import MLflowTracking, Workspace
+from dagster_project.defs.resources import MLflowTracking, TrackedRun, Workspace
+from videodit.data.synthetic import SHAPES_DOMAIN
 from videodit.evaluation.contact_sheet import png_data_uri
-from videodit.export import end_to_end_parity, export_pipeline, graph_parity
-from videodit.files import write_text_atomically
-from videodit.generation import GeneratedClip, OnnxVideoGenerator, write_outputs
+from videodit.evaluation.model_report import ADHERENCE
+from videodit.export import bundle_psnr, end_to_end_parity, export_pipeline, graph_parity, quantize_bundle, score_bundle
+from videodit.generation import BundleSpec, GeneratedClip, OnnxVideoGenerator, write_outputs
 from videodit.generation.modes import folder_request, generate_request, read_requests
 from videodit.generation.prompt_rewriter import rewrite_prompts
 from videodit.generation.outputs import CONTACT_SHEET_PNG, MANIFEST_JSON
 from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
 from videodit.models.text_encoder import default_text_encoder
 from videodit.sampling import prompt_seeds
-from videodit.tracking.registry import CHAMPION, FINGERPRINT_TAG, alias_version, find_version, fingerprint, register_version
+from videodit.tracking.registry import (
+    CHAMPION, FINGERPRINT_TAG, PRECISION_TAG, alias_version, find_version, fingerprint, record_scores, register_version,
+    serve_precision,
+)  # fmt: skip
 from videodit.tracking.source import code_paths, code_version, pip_requirements
 from videodit.training.datamodule import first_latents
 from videodit.training.dit_module import DiTModule
@@ -45,8 +50,24 @@ DEFAULT_PROMPTS_FILE = importlib.resources.files("videodit.generation") / "promp
 DEFAULT_CONDITIONING_DIR = importlib.resources.files("videodit.generation") / "examples"
 
 
+SERVING_METRIC = "overall"  # the unseen split's adherence, as it promotes a DiT, decides which precision serves
+
+
 class OnnxModelsConfig(Config):
     sampler: SamplerSection = Field(default_factory=SamplerSection)  # the bundle's defaults; bundle.json records them
+
+
+def _registered_bundle(run: TrackedRun, bundle_dir: Path, print_: str, description: str, tags: dict[str, str]):
+    """The `videodit-onnx` version with this fingerprint: the one registered before, or the bundle logged as a pyfunc
+    and registered now (`challenger`), tagged with its precision."""
+    version = find_version(run.client, ONNX_MODEL, print_)
+    if version is None:
+        info = mlflow.pyfunc.log_model(name="onnx_bundle", python_model=OnnxBundleModel(), artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+                                       signature=SIGNATURE, code_paths=code_paths(),
+                                       pip_requirements=pip_requirements(OnnxBundleModel.__module__))  # fmt: skip
+        version = register_version(run.client, ONNX_MODEL, info.model_id, run.run_id, print_, description,
+                                   {**tags, PRECISION_TAG: BundleSpec.load(bundle_dir).precision})  # fmt: skip
+    return version
 
 
 def _champion_checkpoint(workspace: Workspace, version) -> Path:
@@ -60,7 +81,7 @@ def _champion_checkpoint(workspace: Workspace, version) -> Path:
 @asset(group_name="serving", code_version=code_version(export_pipeline.__module__, OnnxBundleModel.__module__), deps=[registered_model], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})
 def onnx_models(context: AssetExecutionContext, config: OnnxModelsConfig, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The champion's text encoder, caption conditioning, DiT step and VAE decoder as ONNX, parity-checked,
-    registered as `videodit-onnx`."""
+    registered as a `videodit-onnx` version (fp32); `served_bundle` decides what serves."""
     with mlflow_tracking.asset_run(context, workspace) as run:
         champion = alias_version(run.client, DIT_MODEL, CHAMPION)
         if champion is None:
@@ -84,21 +105,14 @@ def onnx_models(context: AssetExecutionContext, config: OnnxModelsConfig, worksp
         (out_dir.parent / PARITY_FILE).write_text(json.dumps({**parity, "bundle": str(out_dir)}, indent=2))
         for name, value in diffs.items():
             run.client.log_metric(run.run_id, f"parity/{name.replace('/', '_')}", value)
-        version = find_version(run.client, ONNX_MODEL, print_)
-        if version is None:
-            info = mlflow.pyfunc.log_model(name="onnx_bundle", python_model=OnnxBundleModel(), artifacts={BUNDLE_ARTIFACT: str(out_dir)},
-                                           signature=SIGNATURE, code_paths=code_paths(),
-                                           pip_requirements=pip_requirements(OnnxBundleModel.__module__))  # fmt: skip
-            version = register_version(run.client, ONNX_MODEL, info.model_id, run.run_id, print_,
-                                       f"ONNX bundle of {DIT_MODEL} v{champion.version}", {"dit_version": str(champion.version)})  # fmt: skip
-        # The bundle follows the champion.
-        run.client.set_registered_model_alias(ONNX_MODEL, CHAMPION, version.version)
-        write_text_atomically(workspace.artifacts("onnx_models") / "bundle.json", json.dumps({"path": str(out_dir), "version": version.version}))
+        version = _registered_bundle(run, out_dir, print_, f"ONNX bundle of {DIT_MODEL} v{champion.version}",
+                                     {"dit_version": str(champion.version)})  # fmt: skip
+        write_pointer(workspace, "onnx_models", path=str(out_dir), version=version.version)
     finite = [p for bucket in psnrs.values() for p in bucket if np.isfinite(p)]
     return MaterializeResult(
         metadata={
             "bundle": MetadataValue.path(str(out_dir)),
-            "registered_version": f"{ONNX_MODEL} v{version.version} (@{CHAMPION})",
+            "registered_version": f"{ONNX_MODEL} v{version.version}",
             "source": f"{DIT_MODEL} v{champion.version}",
             "export_seconds": round(export_s, 1),
             "max_graph_abs_diff": max(diffs.values()),
@@ -126,6 +140,60 @@ def onnx_videos_match_pytorch(workspace: Workspace) -> AssetCheckResult:
     return AssetCheckResult(passed=passed, metadata={"psnr_db": MetadataValue.json(psnrs)})
 
 
+class ServedBundleConfig(Config):
+    quantize: bool = True  # False: no int8 copy is made and the fp32 bundle serves
+    # How far below the fp32 bundle's unseen-split adherence (overall, in [0, 1]) the int8 copy may score and serve.
+    max_adherence_drop: float = 0.02
+
+
+@asset(group_name="serving", code_version=code_version(quantize_bundle.__module__, score_bundle.__module__, OnnxBundleModel.__module__),
+       deps=[onnx_models], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})  # fmt: skip
+def served_bundle(context: AssetExecutionContext, config: ServedBundleConfig, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    """The bundle `videodit-onnx@champion` names: onnx_models' fp32 bundle, or its int8 copy (dit.onnx's MatMuls
+    quantized, a version of its own) when the copy's prompt adherence on the unseen split, read from onnxruntime's
+    videos as model_evaluation reads the DiT's, is within `max_adherence_drop` of the fp32 bundle's. The copy's
+    end-to-end PSNR against the fp32 bundle is reported; the decision is tagged on both versions."""
+    exported = read_pointer(workspace, "onnx_models")
+    preset = workspace.config()
+    with mlflow_tracking.asset_run(context, workspace) as run:
+        fp32 = run.client.get_model_version(ONNX_MODEL, exported["version"])
+        bundles, versions, psnrs = {"fp32": Path(exported["path"])}, {"fp32": fp32}, []
+        if config.quantize:
+            # The fp32 fingerprint covers the exporting code, quantize_bundle's module among it.
+            print_ = fingerprint(bundle=fp32.tags[FINGERPRINT_TAG], quantization="int8")
+            bundles["int8"] = quantize_bundle(bundles["fp32"], workspace.artifacts("served_bundle") / f"bundle-{print_}")
+            versions["int8"] = _registered_bundle(run, bundles["int8"], print_, f"int8 copy of {ONNX_MODEL} v{fp32.version}",
+                                                  {"dit_version": fp32.tags["dit_version"], "fp32_version": str(fp32.version)})  # fmt: skip
+            psnrs = bundle_psnr(bundles["fp32"], bundles["int8"], list(PARITY_PROMPTS), [0, 1])
+            run.client.set_model_version_tag(ONNX_MODEL, versions["int8"].version, "psnr_vs_fp32_db", f"{min(psnrs):.2f}")
+            run.client.log_metric(run.run_id, "int8/min_psnr_vs_fp32_db", min(psnrs))
+        scored_under = evaluation_fingerprint(workspace, preset.evaluation, BundleSpec.load(bundles["fp32"]).sampler)
+        scores = {}
+        for precision, version in versions.items():
+            scores[precision] = score_bundle(bundles[precision], preset.evaluation, SHAPES_DOMAIN)
+            record_scores(run.client, ONNX_MODEL, version.version, scores[precision], scored_under)
+            for name in ADHERENCE:
+                run.client.log_metric(run.run_id, f"{precision}/{name}", scores[precision][name])
+        int8_score = scores["int8"][SERVING_METRIC] if config.quantize else None
+        decision = serve_precision(run.client, ONNX_MODEL, fp32, scores["fp32"][SERVING_METRIC], versions.get("int8"), int8_score,
+                                   SERVING_METRIC, config.max_adherence_drop)  # fmt: skip
+        context.log.info(decision.reason)
+        precision = next(p for p, v in versions.items() if str(v.version) == decision.served_version)
+        write_pointer(workspace, "served_bundle", path=str(bundles[precision]), version=decision.served_version, precision=precision)
+    return MaterializeResult(
+        metadata={
+            "served_version": f"{ONNX_MODEL} v{decision.served_version} (@{CHAMPION})",
+            "precision": precision,
+            "bundle": MetadataValue.path(str(bundles[precision])),
+            "decision": decision.reason,
+            "decision_tags": MetadataValue.json(decision.as_tags()),
+            **{f"{p}_{name}": MetadataValue.float(scores[p][name]) for p in scores for name in ADHERENCE},
+            **({"int8_version": f"{ONNX_MODEL} v{versions['int8'].version}", "int8_min_psnr_vs_fp32_db": min(psnrs),
+                "int8_psnr_vs_fp32_db": MetadataValue.json(psnrs)} if psnrs else {}),  # fmt: skip
+        }
+    )
+
+
 class GenerationSettings(Config):
     """Prompts and seed; `steps` and `guidance` override the bundle's sampler (bundle.json) for this batch."""
 
@@ -137,12 +205,12 @@ class GenerationSettings(Config):
     prompt_rewriter: str = ""
 
 
-@asset(group_name="serving", code_version="3", deps=[onnx_models], kinds={"onnxruntime"})
+@asset(group_name="serving", code_version="3", deps=[served_bundle], kinds={"onnxruntime"})
 def generated_videos(context: AssetExecutionContext, config: GenerationSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """Batch generation with onnxruntime alone, in every bucket the bundle was trained at (an image bucket as
     1-frame clips): per bucket, an MP4 and a GIF per prompt, a contact sheet and a manifest in a folder of its own
     (e.g. 9x32x32/, 1x32x32/)."""
-    bundle = json.loads((workspace.artifacts("onnx_models") / "bundle.json").read_text())
+    bundle = read_pointer(workspace, "served_bundle")
     prompts_file = Path(config.prompts_file)
     if not prompts_file.is_file():
         raise FileNotFoundError(f"prompts file not found: {prompts_file}")
@@ -198,7 +266,7 @@ class ConditioningSettings(Config):
     guidance: float | None = None
 
 
-@asset(group_name="serving", code_version="1", deps=[onnx_models], kinds={"onnxruntime"})
+@asset(group_name="serving", code_version="1", deps=[served_bundle], kinds={"onnxruntime"})
 def conditioned_videos(context: AssetExecutionContext, config: ConditioningSettings, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """Videos made from given frames with onnxruntime alone: an image animated, a clip ending at an image, an
     interpolation, a video extended or one longer than the window, one folder per request (its MP4, GIF, contact
@@ -206,7 +274,7 @@ def conditioned_videos(context: AssetExecutionContext, config: ConditioningSetti
 
     A request that cannot be made (a missing or unreadable file, --image with --extend, a malformed entry) is
     recorded as rejected with its reason and the others still generate: one bad input loses no other video."""
-    bundle = json.loads((workspace.artifacts("onnx_models") / "bundle.json").read_text())
+    bundle = read_pointer(workspace, "served_bundle")
     folder = Path(config.folder)
     entries = read_requests(folder)  # no list of requests at all: nothing to record, the asset fails naming the file
     generator = OnnxVideoGenerator(bundle["path"])

@@ -64,7 +64,7 @@ def read_pointer(workspace: Workspace, asset_name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _write_pointer(workspace: Workspace, asset_name: str, **info) -> None:
+def write_pointer(workspace: Workspace, asset_name: str, **info) -> None:
     write_text_atomically(workspace.artifacts(asset_name) / POINTER_FILE, json.dumps(info, indent=2, default=str))
 
 
@@ -124,7 +124,7 @@ def vae_model(context: AssetExecutionContext, config: VAEModelConfig, workspace:
         card = (f"Causal video VAE, preset `{workspace.preset}`, data `{run.tags['dvc.data_version']}`, fingerprint `{print_}`."
                 f"\n\nConfig: `{json.dumps(asdict(preset.vae))}`")  # fmt: skip
         version = trained.version or _log_and_register(run, VAE_MODEL, Reconstructor(vae), "vae", print_, card, {"preset": workspace.preset})
-        _write_pointer(workspace, "vae_model", fingerprint=print_, version=version.version, run_id=run.run_id, checkpoint=str(trained.checkpoint))
+        write_pointer(workspace, "vae_model", fingerprint=print_, version=version.version, run_id=run.run_id, checkpoint=str(trained.checkpoint))
     return _training_result(context, VAE_MODEL, version, trained, print_, run, reconstructions=sheet)
 
 
@@ -185,6 +185,6 @@ def dit_model(context: AssetExecutionContext, config: DiTModelConfig, workspace:
             run, DIT_MODEL, pipeline, "dit", print_, card,
             {"preset": workspace.preset, "vae_version": str(vae_pointer["version"])},
         )  # fmt: skip
-        _write_pointer(workspace, "dit_model", fingerprint=print_, version=version.version, run_id=run.run_id,
+        write_pointer(workspace, "dit_model", fingerprint=print_, version=version.version, run_id=run.run_id,
                        checkpoint=str(trained.checkpoint), vae_version=vae_pointer["version"])  # fmt: skip
     return _training_result(context, DIT_MODEL, version, trained, print_, run, samples=sheet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -112,10 +113,22 @@ def frame_time(frame: av.VideoFrame) -> float:
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int, crf: int = 18) -> None:
-    """Write uint8 frames [T, H, W, 3] as H.264 (yuv420p). One encoder thread keeps the bytes reproducible."""
+    """Write uint8 frames [T, H, W, 3] as an MP4 file, `mp4_bytes`' bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(mp4_bytes(frames, fps, crf))
+
+
+def mp4_frames(data: bytes) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] of an MP4 held in memory (as `mp4_bytes` makes it)."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def mp4_bytes(frames: np.ndarray, fps: int, crf: int = 18) -> bytes:
+    """uint8 frames [T, H, W, 3] as the bytes of an H.264 (yuv420p) MP4. One encoder thread keeps them reproducible."""
+    buffer = io.BytesIO()
     n, height, width, _ = frames.shape
-    with av.open(str(path), mode="w", format="mp4") as container:
+    with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
@@ -124,3 +137,4 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int, crf: int = 18) -> None:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return buffer.getvalue()

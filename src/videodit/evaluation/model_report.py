@@ -76,13 +76,13 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
-def _split_metrics(adherence: dict, prefix: str) -> dict[str, float]:
+def _split_metrics(adherence: dict) -> dict[str, float]:
     """A split's accuracies with their 95% intervals (`<name>_ci_low`, `<name>_ci_high`) from its per-clip hits."""
-    metrics = {f"{prefix}{name}": float(adherence[name]) for name in ADHERENCE}
+    metrics = {name: float(adherence[name]) for name in ADHERENCE}
     for attribute in ADHERENCE[1:]:
         asked = [row for row in adherence["per_clip"] if row[f"expected_{attribute}"] is not None]
         hits = sum(row[f"expected_{attribute}"] == row[f"read_{attribute}"] for row in asked)
-        metrics[f"{prefix}{attribute}_ci_low"], metrics[f"{prefix}{attribute}_ci_high"] = wilson_interval(hits, len(asked))
+        metrics[f"{attribute}_ci_low"], metrics[f"{attribute}_ci_high"] = wilson_interval(hits, len(asked))
     return metrics
 
 
@@ -96,6 +96,21 @@ def _generate(
         batch = prompts[start : start + config.batch_size]
         videos += list(pipeline.generate(batch, config.seed + start, sampler, **size))
     return videos
+
+
+def split_adherence(
+    pipeline, prompts: list[str], config: EvaluationConfig, sampler: SamplerConfig, domain: Domain, bucket: Bucket | None = None
+) -> tuple[dict[str, float], dict]:
+    """(scores, sample) of one prompt split: every prompt sampled at `config.seeds_per_prompt` seeds (each its own
+    sample), read back against `domain`. Scores are the ADHERENCE accuracies with each attribute's 95% interval;
+    the sample holds the prompts as asked, the videos and the per-clip readings.
+
+    `pipeline` is what `evaluate_pipeline` takes: a trained pipeline, or an exported bundle behind the same
+    `generate` (`videodit.export.score_bundle`), so both are scored alike."""
+    asked = [p for p in prompts for _ in range(config.seeds_per_prompt)]
+    generated = _generate(pipeline, asked, config, sampler, bucket)
+    adherence = prompt_adherence(generated, [attributes_from_caption(p, domain) for p in asked], domain)
+    return _split_metrics(adherence), {"prompts": asked, "generated": generated, "per_clip": adherence["per_clip"]}
 
 
 @torch.no_grad()
@@ -133,11 +148,8 @@ def evaluate_pipeline(
     splits = {"unseen": domain.unseen_prompts(), "seen": evaluation_prompts(config.n_prompts, domain)}
     metrics, samples = {}, {"splits": {}}
     for split, prompts in splits.items():
-        asked = [p for p in prompts for _ in range(config.seeds_per_prompt)]  # each seed of a prompt is its own sample
-        generated = _generate(pipeline, asked, config, sampler)
-        adherence = prompt_adherence(generated, [attributes_from_caption(p, domain) for p in asked], domain)
-        metrics.update(_split_metrics(adherence, SPLITS[split]))
-        samples["splits"][split] = {"prompts": asked, "generated": generated, "per_clip": adherence["per_clip"]}
+        scores, samples["splits"][split] = split_adherence(pipeline, prompts, config, sampler, domain)
+        metrics.update({f"{SPLITS[split]}{name}": value for name, value in scores.items()})
     # Does the object hold its colour and area frame to frame (the flicker goal of #15)? On the unseen split.
     metrics.update(stability_metrics([temporal_stability(v) for v in samples["splits"]["unseen"]["generated"]]))
     real, captions = validation_clips(shards_root, config.max_val_clips)
@@ -177,19 +189,17 @@ def evaluate_buckets(
     shards = ClipShards(shards_root)
     vae = pipeline.vae.float().eval()
     unseen = domain.unseen_prompts()[: config.prompts_per_other_bucket]
-    asked = [p for p in unseen for _ in range(config.seeds_per_prompt)]
     rows = []
     for bucket in video_buckets(buckets):
         if bucket.name == shards.default_bucket:
             metrics, samples = default
             rows.append(_bucket_row(bucket, len(samples["splits"]["unseen"]["prompts"]), len(samples["val_real"]), metrics))
             continue
-        generated = _generate(pipeline, asked, config, sampler, bucket)
-        adherence = prompt_adherence(generated, [attributes_from_caption(p, domain) for p in asked], domain)
+        adherence, sample = split_adherence(pipeline, unseen, config, sampler, domain, bucket)
         real, captions = validation_clips(shards_root, config.prompts_per_other_bucket, bucket.name)
         val_generated = _generate(pipeline, captions, config, sampler, bucket)
         recon = reconstruct_clips(vae, real) if real else []
-        rows.append(_bucket_row(bucket, len(asked), len(real), adherence | _reconstruction_metrics(real, val_generated, recon)))
+        rows.append(_bucket_row(bucket, len(sample["prompts"]), len(real), adherence | _reconstruction_metrics(real, val_generated, recon)))
     return rows
 
 

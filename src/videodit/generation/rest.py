@@ -4,11 +4,14 @@
 
 POST /invocations with JSON `{"inputs": ["a red circle moves left", ...], "params": {"seed": 0, "steps": 10,
 "guidance": 4.0}}` (params optional, as in the pyfunc's signature); the answer is `{"predictions": videos}`,
-the uint8 videos [B, T, H, W, 3] as nested JSON arrays (`videos_from_response` reads them back).
+the uint8 videos [B, T, H, W, 3] as nested JSON arrays, or with `"encoding": "mp4"` among the params one
+base64-encoded MP4 string per prompt (kilobytes a clip instead of T·H·W·3 numbers); `videos_from_response` reads
+either back as uint8 videos.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -22,13 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
+from videodit.data.video_io import mp4_frames
+
 
 def request_body(prompts: list[str], **params) -> bytes:
     return json.dumps({"inputs": list(prompts), "params": params}).encode()
 
 
 def videos_from_response(body: bytes) -> np.ndarray:
-    return np.array(json.loads(body)["predictions"], dtype=np.uint8)
+    """uint8 videos [B, T, H, W, 3] of an answer, nested arrays or base64 MP4s (decoded: H.264 is lossy)."""
+    predictions = json.loads(body)["predictions"]
+    if predictions and isinstance(predictions[0], str):
+        return np.stack([mp4_frames(base64.b64decode(video)) for video in predictions])
+    return np.array(predictions, dtype=np.uint8)
 
 
 def invoke(url: str, prompts: list[str], timeout: float = 120, **params) -> np.ndarray:

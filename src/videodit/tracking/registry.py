@@ -1,4 +1,5 @@
-"""Model registry policy: new versions are `challenger`; a better challenger takes `champion`.
+"""Model registry policy: new versions are `challenger`; a better challenger takes `champion`; of an exported
+bundle and its quantized copy, the copy serves (`champion`) only when its adherence holds (`serve_precision`).
 
 Versions carry a fingerprint of (data version, code version, config), so re-materializing the same
 thing finds its version instead of registering a duplicate. Scores (`eval.*` tags) carry the hash of the
@@ -25,6 +26,7 @@ CHALLENGER = "challenger"
 FINGERPRINT_TAG = "videodit.fingerprint"
 SCORE_TAG_PREFIX = "eval."
 EVAL_CONFIG_TAG = "videodit.eval_config"  # the hash of the evaluation (config and data) the scores come from
+PRECISION_TAG = "precision"  # of an exported bundle's version: its bundle.json's (fp32, int8)
 MLMODEL_FILE = "MLmodel"
 FLAVOR_DATA_KEYS = ("model_data", "data")  # where an MLflow flavor names the files that hold the model
 
@@ -148,6 +150,47 @@ def promote_if_better(
         client.set_registered_model_alias(name, CHAMPION, challenger.version)
     for key, value in decision.as_tags().items():
         client.set_model_version_tag(name, challenger.version, key, value)
+    return decision
+
+
+@dataclass(frozen=True)
+class PrecisionDecision:
+    """Which version of one exported bundle `champion` serves: its quantized copy only when the copy's adherence holds."""
+
+    served_version: str
+    reason: str
+    metric: str
+    max_drop: float  # how far below the fp32 bundle's `metric` the quantized one may score and still serve
+    fp32_version: str
+    fp32_score: float
+    quantized_version: str | None  # None: no quantized copy was made
+    quantized_score: float | None
+
+    def as_tags(self) -> dict[str, str]:
+        return {f"serving.{k}": str(v) for k, v in asdict(self).items()}
+
+
+def serve_precision(
+    client: MlflowClient, name: str, fp32: ModelVersion, fp32_score: float, quantized: ModelVersion | None,
+    quantized_score: float | None, metric: str, max_drop: float,
+) -> PrecisionDecision:  # fmt: skip
+    """Point `champion` of `name` at the quantized version when its `metric` is at most `max_drop` below the
+    fp32 version's (a NaN never holds), else at the fp32 one; the decision is tagged on both."""
+    if quantized is None:
+        served, reason = fp32, f"no quantized bundle: fp32 v{fp32.version} serves"
+    else:
+        holds = quantized_score >= fp32_score - max_drop  # False when either is NaN
+        served = quantized if holds else fp32
+        reason = (f"quantized v{quantized.version} {metric}={quantized_score:.4f} is {'' if holds else 'not '}within "
+                  f"{max_drop} of fp32 v{fp32.version} {metric}={fp32_score:.4f}: v{served.version} serves")  # fmt: skip
+    decision = PrecisionDecision(
+        str(served.version), reason, metric, max_drop, str(fp32.version), fp32_score,
+        str(quantized.version) if quantized else None, quantized_score,
+    )  # fmt: skip
+    client.set_registered_model_alias(name, CHAMPION, served.version)
+    for version in filter(None, (fp32, quantized)):
+        for key, value in decision.as_tags().items():
+            client.set_model_version_tag(name, version.version, key, value)
     return decision
 
 
