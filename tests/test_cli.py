@@ -166,7 +166,7 @@ def test_oversized_batch_file_is_refused_unread(workdir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--frames", "100000"], "frames=100000 is not supported by this model: use one of 5, 9, 13, ... 45 (steps of 4) "
+        (["--frames", "100000"], "frames=100000 is not supported by this model: use one of 1, 5, 9, ... 45 (steps of 4) "
                                  "in one window, or any count up to 960 (made window by window beyond 9)"),
         (["--size", "99999999x32"], "width=99999999 is not supported by this model: use a multiple of 8 from 8 to 192"),
     ],

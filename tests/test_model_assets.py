@@ -477,10 +477,12 @@ def test_the_onnx_champion_answers_over_rest_with_mlflow_models_serve(pipeline):
     expected = model.predict(prompts, params={"seed": 3, "steps": 2})
     assert videos.dtype == np.uint8 and videos.shape[0] == 2
     np.testing.assert_array_equal(videos, expected)
-    # Base64 MP4s: the same videos through H.264 (lossy), the bytes the pyfunc encodes in-process.
+    # Base64 MP4s: the same videos through H.264 (lossy), as the pyfunc encodes them in-process. Not bit for bit:
+    # two encodes of the same frames in two processes differed by a few levels in a few % of pixels under load.
     encoded = model.predict(prompts, params={"seed": 3, "steps": 2, "encoding": "mp4"})
-    np.testing.assert_array_equal(decoded, np.stack([mp4_frames(base64.b64decode(video)) for video in encoded]))
-    assert decoded.shape == videos.shape and min(psnr(a, b) for a, b in zip(decoded, videos)) > 28
+    in_process = [mp4_frames(base64.b64decode(video)) for video in encoded]
+    assert decoded.shape == videos.shape and min(psnr(a, b) for a, b in zip(decoded, in_process)) > 40
+    assert min(psnr(a, b) for a, b in zip(decoded, videos)) > 28
 
 
 # Loads each model folder with nothing of videodit on the path but the model's own `code/` (MLflow adds it on load):
