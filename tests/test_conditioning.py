@@ -10,8 +10,10 @@ import torch
 
 from tiny_bundle import SAMPLER, tiny_bundle
 from videodit.conditioning import (
-    CONTEXT_LATENT_FRAMES, FrameCondition, extend_video, given_latents, long_video, start_latents,
+    CONTEXT_LATENT_FRAMES, FrameCondition, context_frames, extend_video, given_latents, long_video, long_video_seams,
+    start_latents,
 )
+from videodit.evaluation.continuity import seam_continuity
 from videodit.evaluation.image_quality import psnr
 from videodit.generation import OnnxVideoGenerator
 from videodit.models import generate_videos
@@ -160,6 +162,24 @@ def test_extension_conditions_each_window_on_the_frames_before_it():
     extend_video(generate, np.full((9, 8, 8, 3), 200, np.uint8), 4, 9, R, backward=True)
     assert calls == [(9, None, 1 + R, 1)]
     assert long_video(generate, 5, 9, R).shape[0] == 5
+
+
+def test_windows_that_continue_the_given_motion_join_without_a_seam():
+    # A window that carries on the given frames' motion exactly: stitching that repeated or dropped a frame at the
+    # seam would show as a jump of 0 or 2 steps there.
+    width = 96
+
+    def generate(frames, condition, index):  # frame i of moving_square has the square's left edge at column 2 + i
+        start = 0 if condition is None else int(np.argmax(condition.first[-1, 12].any(axis=-1))) - 2 - (len(condition.first) - 1)
+        return moving_square(start + frames, width=width)[start:]
+
+    video = long_video(generate, 45, FRAMES, R)
+    np.testing.assert_array_equal(video, moving_square(45, width=width))
+    seams = long_video_seams(45, FRAMES, R)
+    assert seams == list(range(FRAMES, 45, FRAMES - context_frames(FRAMES, R)))
+    for seam in seams:
+        continuity = seam_continuity(video, seam)
+        assert continuity.jump_px == pytest.approx(1.0) and continuity.jump_ratio == pytest.approx(1.0) and continuity.passes
 
 
 @pytest.mark.parametrize(

@@ -107,20 +107,26 @@ def window_seed(seed: int, index: int) -> int:
     return seed + WINDOW_SEED_STRIDE * index
 
 
-def extend_video(generate: GenerateWindow, clip: np.ndarray, new_frames: int, window: int, r: int,
-                 backward: bool = False) -> np.ndarray:  # fmt: skip
-    """`clip` with `new_frames` more frames after it (before it when `backward`), generated in windows of `window`
-    frames (1 + r·k), each continuing from (leading into) CONTEXT_LATENT_FRAMES latent frames of what is there."""
-    if len(clip) < 1 + r:
-        raise ValueError(f"a clip to extend needs at least {1 + r} frames (one latent frame after the first), got "
-                         f"{len(clip)}")  # fmt: skip
+def context_frames(window: int, r: int, backward: bool = False) -> int:
+    """Frames of what is there that each window of `window` frames (1 + r·k) continues from (leads into when
+    `backward`): CONTEXT_LATENT_FRAMES latent frames, fewer where the window would have nothing left to generate."""
     # A window of 1 + r(T - 1) frames takes j latent frames of context and adds r(T - 1 - j) frames going forward
     # (the context's first frame is a latent frame of its own), r(T - 2 - j) + r going backward (it is not given).
     latent_window = 1 + (window - 1) // r
     j = min(CONTEXT_LATENT_FRAMES, latent_window - (2 if backward else 1))
     if j < 1:
         raise ValueError(f"windows of {window} frames are too short to extend {'backward' if backward else 'forward'}")
-    most = 1 + r * (j if backward else j - 1)
+    return 1 + r * (j if backward else j - 1)
+
+
+def extend_video(generate: GenerateWindow, clip: np.ndarray, new_frames: int, window: int, r: int,
+                 backward: bool = False) -> np.ndarray:  # fmt: skip
+    """`clip` with `new_frames` more frames after it (before it when `backward`), generated in windows of `window`
+    frames (1 + r·k), each continuing from (leading into) `context_frames` of what is there."""
+    if len(clip) < 1 + r:
+        raise ValueError(f"a clip to extend needs at least {1 + r} frames (one latent frame after the first), got "
+                         f"{len(clip)}")  # fmt: skip
+    most = context_frames(window, r, backward)
     # Backward, the video is built in reversed time: its end is the clip's start.
     video, index = (clip[::-1] if backward else clip), 1
     while len(video) < len(clip) + new_frames:
@@ -141,3 +147,8 @@ def long_video(generate: GenerateWindow, frames: int, window: int, r: int,
     then extended window by window."""
     first = generate(window, condition, 0)
     return first[:frames] if frames <= window else extend_video(generate, first, frames - window, window, r)
+
+
+def long_video_seams(frames: int, window: int, r: int) -> list[int]:
+    """The first frame of each window after the first in `long_video(…, frames, window, r)`: where it has seams."""
+    return list(range(window, frames, window - context_frames(window, r)))
