@@ -151,17 +151,21 @@ def test_extension_conditions_each_window_on_the_frames_before_it():
                       None if condition.last is None else len(condition.last), index))  # fmt: skip
         return np.full((frames, 8, 8, 3), index, np.uint8)
 
+    # A window of 3 latent frames continues from 2 of them (5 frames), fewer than CONTEXT_LATENT_FRAMES: one is left.
     out = extend_video(generate, np.full((9, 8, 8, 3), 200, np.uint8), 12, 9, R)
-    context = 1 + R * (CONTEXT_LATENT_FRAMES - 1)
-    assert calls == [(9, context, None, 1), (9, context, None, 2), (9, context, None, 3)]
+    assert calls == [(9, 5, None, 1), (9, 5, None, 2), (9, 5, None, 3)]
     assert out.shape[0] == 21 and (out[:9] == 200).all() and (out[9:13] == 1).all() and (out[13:17] == 2).all()
-    calls.clear()
+    calls.clear()  # 4 latent frames backward: 2 given (the context's first frame is not), 1 + 2R frames
     back = extend_video(generate, np.full((9, 8, 8, 3), 200, np.uint8), 3, 13, R, backward=True)
-    assert calls == [(13, None, 1 + R * CONTEXT_LATENT_FRAMES, 1)] and back.shape[0] == 12 and (back[3:] == 200).all()
+    assert calls == [(13, None, 9, 1)] and back.shape[0] == 12 and (back[3:] == 200).all()
     calls.clear()  # a window of 3 latent frames leaves room for one given latent frame going backward
     extend_video(generate, np.full((9, 8, 8, 3), 200, np.uint8), 4, 9, R, backward=True)
     assert calls == [(9, None, 1 + R, 1)]
     assert long_video(generate, 5, 9, R).shape[0] == 5
+    # The demo's window (17 frames, 2 per latent frame) continues from CONTEXT_LATENT_FRAMES latent frames: 7 frames,
+    # 10 new ones per window, so 64 frames take 6 windows.
+    assert CONTEXT_LATENT_FRAMES == 4 and context_frames(17, 2) == 7
+    assert long_video_seams(64, 17, 2) == [17, 27, 37, 47, 57]
 
 
 def test_windows_that_continue_the_given_motion_join_without_a_seam():
