@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 # Latent frames a window continues from when extending (fewer where the window is too short): 1 would be a still
-# image, 2 (1 + r frames) carry a direction but the demo DiT still restarts the path from its own idea of where the
-# shape is; with 4 the jump at the seam halves (demo, 8 unseen prompts: extension 3.5 -> 2.0x the step between
-# latent frames, long videos 2.7 -> 1.8x), at the price of 10 new frames per 17-frame window instead of 14.
+# image, 2 (1 + r frames) carry a direction but too little for the demo DiT to hold the shape's place and speed;
+# with 4 the jump at the seam halves (demo, 8 unseen prompts: extension 3.5 -> 2.0x the step between latent
+# frames, long videos 2.7 -> 1.8x), at the price of 10 new frames per 17-frame window instead of 14.
 CONTEXT_LATENT_FRAMES = 4
 
 Encode = Callable[[np.ndarray], np.ndarray]  # uint8 [1 + r·k, H, W, 3] -> float32 [C, 1 + k, h, w], normalised
