@@ -162,10 +162,10 @@ def test_extension_conditions_each_window_on_the_frames_before_it():
     extend_video(generate, np.full((9, 8, 8, 3), 200, np.uint8), 4, 9, R, backward=True)
     assert calls == [(9, None, 1 + R, 1)]
     assert long_video(generate, 5, 9, R).shape[0] == 5
-    # The demo's window (17 frames, 2 per latent frame) continues from CONTEXT_LATENT_FRAMES latent frames: 7 frames,
-    # 10 new ones per window, so 64 frames take 6 windows.
-    assert CONTEXT_LATENT_FRAMES == 4 and context_frames(17, 2) == 7
-    assert long_video_seams(64, 17, 2) == [17, 27, 37, 47, 57]
+    # The demo's window (17 frames, 2 per latent frame) continues from CONTEXT_LATENT_FRAMES latent frames: 11 frames,
+    # 6 new ones per window, so 64 frames take 9 windows.
+    assert CONTEXT_LATENT_FRAMES == 6 and context_frames(17, 2) == 11
+    assert long_video_seams(64, 17, 2) == [17, 23, 29, 35, 41, 47, 53, 59]
 
 
 def test_windows_that_continue_the_given_motion_join_without_a_seam():
