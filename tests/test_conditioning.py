@@ -10,8 +10,10 @@ import torch
 
 from tiny_bundle import SAMPLER, tiny_bundle
 from videodit.conditioning import (
-    CONTEXT_LATENT_FRAMES, FrameCondition, extend_video, given_latents, long_video, start_latents,
+    CONTEXT_LATENT_FRAMES, FrameCondition, context_frames, extend_video, given_latents, long_video, long_video_seams,
+    start_latents,
 )
+from videodit.evaluation.continuity import seam_continuity
 from videodit.evaluation.image_quality import psnr
 from videodit.generation import OnnxVideoGenerator
 from videodit.models import generate_videos
@@ -149,17 +151,39 @@ def test_extension_conditions_each_window_on_the_frames_before_it():
                       None if condition.last is None else len(condition.last), index))  # fmt: skip
         return np.full((frames, 8, 8, 3), index, np.uint8)
 
+    # A window of 3 latent frames continues from 2 of them (5 frames), fewer than CONTEXT_LATENT_FRAMES: one is left.
     out = extend_video(generate, np.full((9, 8, 8, 3), 200, np.uint8), 12, 9, R)
-    context = 1 + R * (CONTEXT_LATENT_FRAMES - 1)
-    assert calls == [(9, context, None, 1), (9, context, None, 2), (9, context, None, 3)]
+    assert calls == [(9, 5, None, 1), (9, 5, None, 2), (9, 5, None, 3)]
     assert out.shape[0] == 21 and (out[:9] == 200).all() and (out[9:13] == 1).all() and (out[13:17] == 2).all()
-    calls.clear()
+    calls.clear()  # 4 latent frames backward: 2 given (the context's first frame is not), 1 + 2R frames
     back = extend_video(generate, np.full((9, 8, 8, 3), 200, np.uint8), 3, 13, R, backward=True)
-    assert calls == [(13, None, 1 + R * CONTEXT_LATENT_FRAMES, 1)] and back.shape[0] == 12 and (back[3:] == 200).all()
+    assert calls == [(13, None, 9, 1)] and back.shape[0] == 12 and (back[3:] == 200).all()
     calls.clear()  # a window of 3 latent frames leaves room for one given latent frame going backward
     extend_video(generate, np.full((9, 8, 8, 3), 200, np.uint8), 4, 9, R, backward=True)
     assert calls == [(9, None, 1 + R, 1)]
     assert long_video(generate, 5, 9, R).shape[0] == 5
+    # The demo's window (17 frames, 2 per latent frame) continues from CONTEXT_LATENT_FRAMES latent frames: 11 frames,
+    # 6 new ones per window, so 64 frames take 9 windows.
+    assert CONTEXT_LATENT_FRAMES == 6 and context_frames(17, 2) == 11
+    assert long_video_seams(64, 17, 2) == [17, 23, 29, 35, 41, 47, 53, 59]
+
+
+def test_windows_that_continue_the_given_motion_join_without_a_seam():
+    # A window that carries on the given frames' motion exactly: stitching that repeated or dropped a frame at the
+    # seam would show as a jump of 0 or 2 steps there.
+    width = 96
+
+    def generate(frames, condition, index):  # frame i of moving_square has the square's left edge at column 2 + i
+        start = 0 if condition is None else int(np.argmax(condition.first[-1, 12].any(axis=-1))) - 2 - (len(condition.first) - 1)
+        return moving_square(start + frames, width=width)[start:]
+
+    video = long_video(generate, 45, FRAMES, R)
+    np.testing.assert_array_equal(video, moving_square(45, width=width))
+    seams = long_video_seams(45, FRAMES, R)
+    assert seams == list(range(FRAMES, 45, FRAMES - context_frames(FRAMES, R)))
+    for seam in seams:
+        continuity = seam_continuity(video, seam)
+        assert continuity.jump_px == pytest.approx(1.0) and continuity.jump_ratio == pytest.approx(1.0) and continuity.passes
 
 
 @pytest.mark.parametrize(

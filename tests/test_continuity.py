@@ -106,6 +106,19 @@ def test_a_10_px_jump_at_the_seam_fails_and_a_2_px_one_passes(height, width):
     assert seam_continuity(joined(10), seam_frame=8, max_jump_ratio=5.0).passes
 
 
+def test_a_seam_between_latent_frames_is_compared_with_the_steps_between_latent_frames():
+    # As a VAE with 2 frames per latent frame decodes steady motion: frames 2j-1 and 2j at one place, 4 px on to the
+    # next pair. A seam always falls between latent frames (frame 9 starts latent frame 5).
+    staircase = [2 + 4 * ((t + 1) // 2) for t in range(17)]
+    steady = seam_continuity(squares(staircase, width=64), seam_frame=9, period=2)
+    assert (steady.jump_px, steady.median_step_px, steady.jump_ratio) == (4.0, 4.0, 1.0) and steady.passes
+    # Against all steps (half of them 0) the same steady clip would "jump" 4× the 1 px floor.
+    assert seam_continuity(squares(staircase, width=64), seam_frame=9).jump_ratio == 4.0
+    restarted = [x if t < 9 else x - 12 for t, x in enumerate(staircase)]  # 8 px back instead of 4 px on
+    jumped = seam_continuity(squares(restarted, width=64), seam_frame=9, period=2)
+    assert (jumped.jump_px, jumped.jump_ratio) == (8.0, 2.0) and not jumped.passes
+
+
 def test_a_colour_change_at_the_seam_fails_even_without_a_jump():
     dimmer = [RED] * 8 + [(200, 0, 0)] * 8
     result = seam_continuity(joined(2, colours=dimmer), seam_frame=8)
