@@ -339,7 +339,9 @@ def queued_while_the_daemon_was_down(stack, pipeline):
     _, client, _ = pipeline
     versions = _vae_versions(client)
     assert _stack_cli(env, "down", "daemon").returncode == 0
-    run_id = _submit_vae(settings, {"vae_train": {"max_steps": 12}})
+    # Long enough (a few seconds of tiny steps) that the server killed once the step opened its MLflow run is killed
+    # before the step is done with it: at 12 steps a busy machine saw the step finish and register first.
+    run_id = _submit_vae(settings, {"vae_train": {"max_steps": 150}})
     time.sleep(5)  # > 2 dequeue intervals: nothing may launch it
     while_down = instance.get_run_by_id(run_id).status
     up = _stack_cli(env, "up", "daemon")

@@ -5,7 +5,6 @@ import itertools
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -314,34 +313,52 @@ def test_adamw_is_fused_unless_lightning_must_clip_under_mixed_precision():
     assert fp32.defaults["fused"] and not mixed.defaults["fused"]
 
 
-def _step_taking(seconds: dict[bool, float], calls: list):
-    """What builds a training step that takes seconds[bf16] and records that it ran."""
+class StepClock:
+    """The clock `time_precisions` reads, advanced only by the steps it times: their seconds exact whatever the load
+    (a sleep of 4.0 against 4.2 ms measured 1.1x apart on a busy machine)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def step_clock(monkeypatch) -> StepClock:
+    clock = StepClock()
+    monkeypatch.setattr(trainer_module, "time", clock)
+    return clock
+
+
+def _step_taking(clock: StepClock, seconds: dict[bool, float], calls: list):
+    """What builds a training step that takes seconds[bf16] on `clock` and records that it ran."""
 
     def step(bf16: bool) -> None:
         calls.append(bf16)
-        time.sleep(seconds[bf16])
+        clock.now += seconds[bf16]
 
     return lambda: step
 
 
-def test_auto_precision_on_a_native_bf16_cpu_picks_the_precision_it_measured_faster(monkeypatch):
+def test_auto_precision_on_a_native_bf16_cpu_picks_the_precision_it_measured_faster(monkeypatch, step_clock):
     monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     config, calls = tiny().dit_train, []
-    slower_bf16 = resolve_precision(config, _step_taking({False: 0.002, True: 0.004}, calls))
+    slower_bf16 = resolve_precision(config, _step_taking(step_clock, {False: 0.002, True: 0.004}, calls))
     assert slower_bf16.precision == "32-true" and slower_bf16.seconds_per_step["bf16-mixed"] > slower_bf16.seconds_per_step["32-true"]
     assert calls.count(True) == calls.count(False) == PROBE_WARMUP_STEPS + PROBE_STEPS
-    assert resolve_precision(config, _step_taking({False: 0.008, True: 0.002}, [])).precision == "bf16-mixed"
+    assert resolve_precision(config, _step_taking(step_clock, {False: 0.008, True: 0.002}, [])).precision == "bf16-mixed"
     # Faster, but by less than MIN_BF16_SPEEDUP: fp32 keeps its accuracy and its fused AdamW.
-    assert resolve_precision(config, _step_taking({False: 0.0042, True: 0.004}, [])).precision == "32-true"
+    assert resolve_precision(config, _step_taking(step_clock, {False: 0.0042, True: 0.004}, [])).precision == "32-true"
     assert resolve_precision(config).precision == "bf16-mixed"  # nothing to time: native bf16 is used
-    assert resolve_precision(dataclasses.replace(config, precision="32-true"), _step_taking({}, calls := [])).precision == "32-true" and not calls
+    assert resolve_precision(dataclasses.replace(config, precision="32-true"), _step_taking(step_clock, {}, calls := [])).precision == "32-true" and not calls
 
 
-def test_auto_precision_without_native_bf16_is_fp32_untimed(monkeypatch):
+def test_auto_precision_without_native_bf16_is_fp32_untimed(monkeypatch, step_clock):
     monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    choice = resolve_precision(tiny().dit_train, _step_taking({}, calls := []))
+    choice = resolve_precision(tiny().dit_train, _step_taking(step_clock, {}, calls := []))
     assert (choice.precision, calls) == ("32-true", []) and "without native bf16" in choice.reason
 
 
