@@ -75,7 +75,7 @@ def test_default_dataset_covers_every_combination_and_is_reproducible(tmp_path):
     assert len(CAPTION_TEMPLATES) >= 5
     assert all(r["colour"] in r["caption"] and r["shape"] in r["caption"] for r in rows)
     # Same seed, same pixels. Not always the same bytes: x264 is not bit-exact on every CPU (on AVX-512 machines two
-    # encodes in one process differed, seen up to 33 levels on one edge pixel), so the decoded frames agree within
+    # encodes in one process differed, seen up to 33 levels on one edge pixel and over 8 levels on 0.57% of a clip), so the decoded frames agree within
     # codec noise: on average, and but for a few pixels; a clip of another layout differs in far more. The data version
     # holds because an unchanged set is not generated again (tests/test_ingest_safety.py).
     for r in rows[:20]:
@@ -85,7 +85,7 @@ def test_default_dataset_covers_every_combination_and_is_reproducible(tmp_path):
             with container:
                 decoded.append(np.stack(_rgb_frames(container, tmp_path / folder / r["path"])).astype(int))
         diff = np.abs(decoded[0] - decoded[1])
-        assert diff.mean() <= 0.5 and (diff > 8).mean() <= 0.005, r["path"]
+        assert diff.mean() <= 0.5 and (diff > 8).mean() <= 0.02, r["path"]  # a fresh clone's run saw 0.57% of pixels
     container, info = open_video(tmp_path / "a" / rows[0]["path"])
     with container:
         pix_fmt = container.streams.video[0].codec_context.pix_fmt
