@@ -1,5 +1,5 @@
 """Seconds per video: onnxruntime (the exported bundle, fp32 and int8) against PyTorch, same sampler, steps, seeds
-and batch; plus the latency of the REST endpoint for one prompt.
+and batch; plus the latency of the REST endpoint for one prompt, answered as arrays and as MP4.
 
     python bench/generate.py [--preset demo] [--steps 10] [--batch 2 8] [--repeats 3] [--rest-requests 10]
                              [--long-frames 64]
@@ -9,8 +9,8 @@ of --long-frames frames, window by window; PyTorch through `generate_videos(...,
 `videodit.conditioning.long_video` over a torch window, the same three modes.
 
 Models are random-init at the preset's sizes (speed does not depend on the weights). PyTorch runs eager fp32,
-eager under bf16 autocast and torch.compile'd; each is timed after one warm-up call, best of --repeats rounds,
-the runtimes interleaved within each round. Peak memory is the largest rise of this process's RSS over its
+eager under bf16 autocast and torch.compile'd (the DiT's step and the VAE's decode); each is timed after one
+warm-up call, best of --repeats rounds, the runtimes interleaved within each round. Peak memory is the largest rise of this process's RSS over its
 value before the call, sampled every millisecond during the runtime's timed calls.
 """
 
@@ -34,14 +34,15 @@ import torch
 from videodit.conditioning import FrameCondition, long_video, window_seed
 from videodit.export import bundle_psnr, export_bundle, quantize_bundle, random_models
 from videodit.generation import OnnxVideoGenerator
-from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, SIGNATURE, OnnxBundleModel
+from videodit.generation.mlflow_model import BUNDLE_ARTIFACT, ENCODINGS, SIGNATURE, OnnxBundleModel
 from videodit.generation.rest import invoke, serving
-from videodit.models import MiniLMTextEncoder, SpacetimeDiT, generate_videos
+from videodit.models import MiniLMTextEncoder, SpacetimeDiT, VideoVAE, generate_videos
 from videodit.config import load_preset
 
 PROMPTS = ["a red circle moves left", "a large blue square moves up", "a small green triangle moves down"]
 WEIGHT_STD = 0.02  # adaLN-Zero would otherwise make the DiT output zeros, which some kernels shortcut
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
 
 
 def rss_bytes() -> int:
@@ -85,31 +86,34 @@ def best_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[st
     return {name: (min(s for s, _ in values), max(m for _, m in values)) for name, values in timings.items()}
 
 
-def compiled(dit: SpacetimeDiT) -> SpacetimeDiT:
-    """The DiT with the per-step call the sampler makes (`conditioned_velocity`) torch.compile'd: compiling the
-    module would compile only `forward`. A shallow copy: it shares the weights."""
-    dit = copy.copy(dit)
+def compiled(vae: VideoVAE, dit: SpacetimeDiT) -> tuple[VideoVAE, SpacetimeDiT]:
+    """The VAE and DiT with the calls the sampler makes torch.compile'd: the DiT's per-step `conditioned_velocity`
+    and the VAE's `decode` (compiling a module would compile only `forward`). Shallow copies: they share weights."""
+    vae, dit = copy.copy(vae), copy.copy(dit)
+    vae.decode = torch.compile(vae.decode, dynamic=False)
     dit.conditioned_velocity = torch.compile(dit.conditioned_velocity, dynamic=False)
-    return dit
+    return vae, dit
 
 
-def rest_latency(bundle: Path, requests: int) -> tuple[float, float]:
-    """p50 and p95 seconds of POST /invocations of one prompt to `mlflow models serve` of the bundle's pyfunc."""
+def rest_latency(bundle: Path, requests: int) -> dict[str, tuple[float, float]]:
+    """p50 and p95 seconds of POST /invocations of one prompt to `mlflow models serve` of the bundle's pyfunc, per
+    answer encoding (nested arrays, base64 MP4), the two requests alternating."""
     model = Path(tempfile.mkdtemp(prefix="videodit-bench-pyfunc-")) / "model"
     mlflow.pyfunc.save_model(model, python_model=OnnxBundleModel(), artifacts={BUNDLE_ARTIFACT: str(bundle)},
                              signature=SIGNATURE)  # fmt: skip
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    seconds: dict[str, list[float]] = {encoding: [] for encoding in ENCODINGS}
     with serving(str(model), port) as url:
-        invoke(url, PROMPTS[:1])  # warm-up
-        seconds = []
+        for encoding in ENCODINGS:
+            invoke(url, PROMPTS[:1], encoding=encoding)  # warm-up
         for _ in range(requests):
-            start = time.perf_counter()
-            invoke(url, PROMPTS[:1])
-            seconds.append(time.perf_counter() - start)
-    p50, p95 = np.percentile(seconds, [50, 95])
-    return float(p50), float(p95)
+            for encoding in ENCODINGS:
+                start = time.perf_counter()
+                invoke(url, PROMPTS[:1], encoding=encoding)
+                seconds[encoding].append(time.perf_counter() - start)
+    return {encoding: tuple(float(p) for p in np.percentile(s, [50, 95])) for encoding, s in seconds.items()}
 
 
 def main() -> None:
@@ -119,7 +123,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rest-requests", type=int, default=10, help="0 skips the REST endpoint")
-    parser.add_argument("--long-frames", type=int, default=64, help="frames of the long video (several windows)")
+    parser.add_argument("--long-frames", type=int, default=64, help="frames of the long video (several windows); 0 skips it")
     args = parser.parse_args()
 
     preset = load_preset(args.preset)
@@ -134,7 +138,7 @@ def main() -> None:
     fp32 = export_bundle(vae, dit, text_encoder, work / "fp32", sampler, clip, {})
     int8 = quantize_bundle(fp32, work / "int8")
     generators = {"fp32": OnnxVideoGenerator(fp32), "int8": OnnxVideoGenerator(int8)}
-    dit_compiled = compiled(dit)
+    vae_compiled, dit_compiled = compiled(vae, dit)
     print(f"preset {args.preset}: {preset.frames} frames {preset.width}x{preset.height}, {args.steps} steps, "
           f"CFG {guidance}, torch threads {torch.get_num_threads()}, onnxruntime {generators['fp32'].settings}")  # fmt: skip
     psnrs = bundle_psnr(fp32, int8, PROMPTS, [0, 1, 2])
@@ -144,8 +148,8 @@ def main() -> None:
     for batch in args.batch:
         prompts, seeds = (PROMPTS * batch)[:batch], list(range(batch))
 
-        def torch_run(model: torch.nn.Module) -> Callable[[], object]:
-            return lambda: generate_videos(vae, model, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
+        def torch_run(vae: VideoVAE, dit: SpacetimeDiT) -> Callable[[], object]:
+            return lambda: generate_videos(vae, dit, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
 
         def bf16_run() -> object:
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -153,9 +157,9 @@ def main() -> None:
 
         runs: dict[str, Callable[[], object]] = {
             **{f"onnxruntime {name}": (lambda g=g: g.generate(prompts, seeds)) for name, g in generators.items()},
-            "torch eager fp32": torch_run(dit),
+            "torch eager fp32": torch_run(vae, dit),
             "torch eager bf16 autocast": bf16_run,
-            "torch.compile fp32": torch_run(dit_compiled),
+            "torch.compile fp32": torch_run(vae_compiled, dit_compiled),
         }
         results = best_seconds(runs, args.repeats)
         fastest_torch = min(s for name, (s, _) in results.items() if name.startswith("torch"))
@@ -166,25 +170,29 @@ def main() -> None:
     prompt, (frames, height, width) = PROMPTS[0], video_shape
     condition = FrameCondition(first=np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8))
     window, r = generators["fp32"].window_frames(height, width), generators["fp32"].spec.temporal_compression
-    torch_modes = {"torch eager fp32": (dit, False), "torch eager bf16 autocast": (dit, True), "torch.compile fp32": (dit_compiled, False)}
+    torch_modes = {"torch eager fp32": (vae, dit, False), "torch eager bf16 autocast": (vae, dit, True),
+                   "torch.compile fp32": (vae_compiled, dit_compiled, False)}  # fmt: skip
 
-    def torch_video(model: torch.nn.Module, bf16: bool, n: int, given: FrameCondition | None, seed: int) -> np.ndarray:
+    def torch_video(models: tuple, bf16: bool, n: int, given: FrameCondition | None, seed: int) -> np.ndarray:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return generate_videos(vae, model, text_encoder, [prompt], [seed], timesteps, guidance, (n, height, width),
+            return generate_videos(*models, text_encoder, [prompt], [seed], timesteps, guidance, (n, height, width),
                                    conditions=[given])[0]  # fmt: skip
 
-    def torch_long(model: torch.nn.Module, bf16: bool) -> np.ndarray:
+    def torch_long(models: tuple, bf16: bool) -> np.ndarray:
         # The window function OnnxVideoGenerator.generate_long builds, over torch: window i from window_seed(0, i).
-        return long_video(lambda n, given, i: torch_video(model, bf16, n, given, window_seed(0, i)), args.long_frames, window, r)
+        return long_video(lambda n, given, i: torch_video(models, bf16, n, given, window_seed(0, i)), args.long_frames, window, r)
 
     conditioned = {
         "image to video": {**{f"onnxruntime {name}": (lambda g=g: g.generate([prompt], [0], conditions=[condition]))
                               for name, g in generators.items()},
-                           **{name: (lambda m=m, b=b: torch_video(m, b, frames, condition, 0)) for name, (m, b) in torch_modes.items()}},
-        f"long video, {args.long_frames} frames": {
-            **{f"onnxruntime {name}": (lambda g=g: g.generate_long(prompt, 0, args.long_frames)) for name, g in generators.items()},
-            **{name: (lambda m=m, b=b: torch_long(m, b)) for name, (m, b) in torch_modes.items()}},
+                           **{name: (lambda m=(v, d), b=b: torch_video(m, b, frames, condition, 0))
+                              for name, (v, d, b) in torch_modes.items()}},
     }  # fmt: skip
+    if args.long_frames:
+        conditioned[f"long video, {args.long_frames} frames"] = {
+            **{f"onnxruntime {name}": (lambda g=g: g.generate_long(prompt, 0, args.long_frames)) for name, g in generators.items()},
+            **{name: (lambda m=(v, d), b=b: torch_long(m, b)) for name, (v, d, b) in torch_modes.items()},
+        }  # fmt: skip
     mode_rows = []
     for mode, runs in conditioned.items():
         results = best_seconds(runs, args.repeats)
@@ -198,9 +206,9 @@ def main() -> None:
     for mode, name, seconds, ratio, peak in mode_rows:
         print(f"{mode:<26}{name:<28}{seconds:>10.4f}{ratio:>19.2f}x{peak:>18.0f}")
     if args.rest_requests:
-        p50, p95 = rest_latency(fp32, args.rest_requests)
-        print(f"\nREST (mlflow models serve, fp32 bundle), one prompt, {args.rest_requests} requests: "
-              f"p50 {p50:.3f} s, p95 {p95:.3f} s")  # fmt: skip
+        for encoding, (p50, p95) in rest_latency(fp32, args.rest_requests).items():
+            print(f"REST (mlflow models serve, fp32 bundle), one prompt, {args.rest_requests} requests, {encoding} "
+                  f"answer: p50 {p50:.3f} s, p95 {p95:.3f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

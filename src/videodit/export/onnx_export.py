@@ -36,6 +36,7 @@ from torch.export import Dim
 
 from videodit.data.config import Bucket, as_buckets
 from videodit.evaluation.image_quality import psnr
+from videodit.export.per_frame import PerFrame
 from videodit.generation.onnx_generator import (
     BUNDLE_FORMAT_VERSION,
     BUNDLE_JSON,
@@ -51,7 +52,7 @@ from videodit.generation.onnx_generator import (
 from videodit.models.dit import SpacetimeDiT
 from videodit.models.rectified_flow import GuidedCondition, GuidedEulerStep, generate_videos
 from videodit.models.text_encoder import MiniLMTextEncoder
-from videodit.models.vae import VideoVAE
+from videodit.models.vae import VideoVAE, channels_to_frames, frames_to_channels
 from videodit.sampling import SamplerConfig
 from videodit.config import ProjectConfig
 
@@ -83,15 +84,18 @@ class TextEncoderGraph(nn.Module):
 
 class VAEDecoderGraph(nn.Module):
     """The VAE decoder without the frame trim (the generator cuts the clip to the frames asked for), taking the
-    DiT's normalised latents: `latents / latent_scale + latent_shift` undoes the statistics of `encode_latents`."""
+    DiT's normalised latents: `latents / latent_scale + latent_shift` undoes the statistics of `encode_latents`.
+    A VAE whose convs see one latent frame each runs `per_frame`, as an image network."""
 
     def __init__(self, vae: VideoVAE, latent_shift: float = 0.0, latent_scale: float = 1.0):
         super().__init__()
-        self.decoder = vae.decoder
+        self.decoder, self.r = vae.decoder, vae.config.temporal_compression
+        self.per_frame = PerFrame(vae.decoder.layers) if vae.config.temporal_kernel == 1 else None
         self.latent_shift, self.latent_scale = latent_shift, latent_scale
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latents / self.latent_scale + self.latent_shift)
+        z = latents / self.latent_scale + self.latent_shift
+        return self.decoder(z) if self.per_frame is None else channels_to_frames(self.per_frame(z), self.r)
 
 
 class VAEEncoderGraph(nn.Module):
@@ -100,11 +104,16 @@ class VAEEncoderGraph(nn.Module):
 
     def __init__(self, vae: VideoVAE, latent_shift: float = 0.0, latent_scale: float = 1.0):
         super().__init__()
-        self.encoder, self.latent_channels = vae.encoder, vae.config.latent_channels
+        self.encoder, self.r, self.latent_channels = vae.encoder, vae.config.temporal_compression, vae.config.latent_channels
+        self.per_frame = PerFrame(vae.encoder.layers) if vae.config.temporal_kernel == 1 else None
         self.latent_shift, self.latent_scale = latent_shift, latent_scale
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        mean = self.encoder(video)[:, : self.latent_channels]
+        if self.per_frame is None:
+            moments = self.encoder(video)
+        else:
+            moments = self.per_frame(frames_to_channels(video, self.r))
+        mean = moments[:, : self.latent_channels]
         return (mean - self.latent_shift) * self.latent_scale
 
 
