@@ -111,13 +111,20 @@ def window_seed(seed: int, index: int) -> int:
     return seed + WINDOW_SEED_STRIDE * index
 
 
+def context_latent_frames(latent_window: int, backward: bool = False) -> int:
+    """Latent frames a window of `latent_window` latent frames is given when it continues a video (the first ones)
+    or, `backward`, leads into one (the last ones): CONTEXT_LATENT_FRAMES, fewer where the window would have nothing
+    left to generate; below 1 for a window too short to extend. Training gives the DiT these masks too."""
+    # Backward, the window's latent frame 0 is never given: the context's first frame is not a latent frame of it.
+    return min(CONTEXT_LATENT_FRAMES, latent_window - (2 if backward else 1))
+
+
 def context_frames(window: int, r: int, backward: bool = False) -> int:
     """Frames of what is there that each window of `window` frames (1 + r·k) continues from (leads into when
-    `backward`): CONTEXT_LATENT_FRAMES latent frames, fewer where the window would have nothing left to generate."""
+    `backward`): `context_latent_frames` of them."""
     # A window of 1 + r(T - 1) frames takes j latent frames of context and adds r(T - 1 - j) frames going forward
     # (the context's first frame is a latent frame of its own), r(T - 2 - j) + r going backward (it is not given).
-    latent_window = 1 + (window - 1) // r
-    j = min(CONTEXT_LATENT_FRAMES, latent_window - (2 if backward else 1))
+    j = context_latent_frames(1 + (window - 1) // r, backward)
     if j < 1:
         raise ValueError(f"windows of {window} frames are too short to extend {'backward' if backward else 'forward'}")
     return 1 + r * (j if backward else j - 1)

@@ -99,7 +99,7 @@ class DiTTrainConfig(TrainConfig):
     caption_dropout: float = 0.1  # captions replaced by "" so the model also learns the unconditional velocity
     timestep_mean: float = 0.0  # logit-normal timestep sampling: t = sigmoid(N(mean, std))
     timestep_std: float = 1.0
-    # Samples trained with some latent frames given (first, first k, last, first + last): what image-to-video,
+    # Samples trained with some latent frames given (first, first k, last k, first + last): what image-to-video,
     # extension and interpolation sample from (`rectified_flow.conditioning_frames`); 0 trains text-to-video only.
     condition_fraction: float = 0.25
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videodit.models.text_encoder import TextEncoder, encode_with_null_caption
-from videodit.conditioning import Encode, FrameCondition, given_latents, start_latents
+from videodit.conditioning import Encode, FrameCondition, context_latent_frames, given_latents, start_latents
 from videodit.models.vae import VideoVAE, to_video_tensor
 from videodit.sampling import euler, initial_noise, to_uint8_videos
 
@@ -32,14 +32,21 @@ def conditioning_frames(
     n: int, frames: int, fraction: float, device: torch.device | None = None, generator=None
 ) -> torch.Tensor:
     """bool [n, frames]: the latent frames given to each sample. A `fraction` of the samples get one of the
-    generator's modes, drawn evenly: the first frame (animate an image), the first k (continue a clip), the last
-    (lead into a clip) or the first and last (interpolate); the rest are text-only. One frame is always left noisy."""
+    generator's modes, drawn evenly: the first frame (animate an image), the first k (continue a clip), the last k
+    (lead into one) or the first and last (interpolate); the rest are text-only. Half the k are the context the
+    generator's windows are given when they extend a video (`context_latent_frames`), half uniform from 1 to
+    frames - 1 (shorter clips to extend): a uniform k alone trained that mask in 1 of 8 such samples at 9 latent
+    frames. One frame is always left noisy."""
     index = torch.arange(frames, device=device)
     conditioned = torch.rand(n, device=device, generator=generator) < fraction
     mode = torch.randint(0, 4, (n, 1), device=device, generator=generator)
-    k = torch.randint(1, max(frames, 2), (n, 1), device=device, generator=generator)
+    uniform_k = torch.randint(1, max(frames, 2), (n, 1), device=device, generator=generator)
+    as_context = torch.rand(n, 1, device=device, generator=generator) < 0.5
+    context_k = torch.where(mode == 2, max(1, context_latent_frames(frames, backward=True)),
+                            max(1, context_latent_frames(frames)))  # fmt: skip
+    k = torch.where(as_context, context_k, uniform_k)
     first, last = index == 0, index == frames - 1
-    given = torch.where(mode == 0, first, torch.where(mode == 1, index < k, torch.where(mode == 2, last, first | last)))
+    given = torch.where(mode == 0, first, torch.where(mode == 1, index < k, torch.where(mode == 2, index >= frames - k, first | last)))
     given = given & conditioned[:, None]
     return given & ~given.all(dim=1, keepdim=True)  # a 1- or 2-frame clip fully given keeps no condition
 
