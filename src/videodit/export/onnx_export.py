@@ -36,7 +36,7 @@ from torch.export import Dim
 
 from videodit.data.config import Bucket, as_buckets
 from videodit.evaluation.image_quality import psnr
-from videodit.export.per_frame import PerFrame
+from videodit.export.per_frame import per_frame_form
 from videodit.generation.onnx_generator import (
     BUNDLE_FORMAT_VERSION,
     BUNDLE_JSON,
@@ -85,12 +85,12 @@ class TextEncoderGraph(nn.Module):
 class VAEDecoderGraph(nn.Module):
     """The VAE decoder without the frame trim (the generator cuts the clip to the frames asked for), taking the
     DiT's normalised latents: `latents / latent_scale + latent_shift` undoes the statistics of `encode_latents`.
-    A VAE whose convs see one latent frame each runs `per_frame`, as an image network."""
+    A VAE whose convs see one latent frame each runs as an image network (`per_frame_form`)."""
 
     def __init__(self, vae: VideoVAE, latent_shift: float = 0.0, latent_scale: float = 1.0):
         super().__init__()
         self.decoder, self.r = vae.decoder, vae.config.temporal_compression
-        self.per_frame = PerFrame(vae.decoder.layers) if vae.config.temporal_kernel == 1 else None
+        self.per_frame = per_frame_form(vae, vae.decoder.layers)
         self.latent_shift, self.latent_scale = latent_shift, latent_scale
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ class VAEEncoderGraph(nn.Module):
     def __init__(self, vae: VideoVAE, latent_shift: float = 0.0, latent_scale: float = 1.0):
         super().__init__()
         self.encoder, self.r, self.latent_channels = vae.encoder, vae.config.temporal_compression, vae.config.latent_channels
-        self.per_frame = PerFrame(vae.encoder.layers) if vae.config.temporal_kernel == 1 else None
+        self.per_frame = per_frame_form(vae, vae.encoder.layers)
         self.latent_shift, self.latent_scale = latent_shift, latent_scale
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:

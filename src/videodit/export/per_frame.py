@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from videodit.models.vae import CausalConv3d, ConvBlock, FrameGroupNorm, Upsample
+from videodit.models.vae import CausalConv3d, ConvBlock, FrameGroupNorm, Upsample, VideoVAE
 
 
 def _image_layers(layer: nn.Module) -> list[nn.Module]:
@@ -48,3 +48,8 @@ class PerFrame(nn.Module):
         b, c, t, h, w = x.shape
         y = self.layers(x.transpose(1, 2).reshape(b * t, c, h, w))
         return y.view(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+def per_frame_form(vae: VideoVAE, layers: nn.Sequential) -> PerFrame | None:
+    """`layers` (of `vae`) as a `PerFrame` image network when none of the VAE's convs looks across frames, else None."""
+    return PerFrame(layers) if vae.config.temporal_kernel == 1 else None
