@@ -10,8 +10,9 @@ of --long-frames frames, window by window; PyTorch through `generate_videos(...,
 
 Models are random-init at the preset's sizes (speed does not depend on the weights). PyTorch runs eager fp32,
 eager under bf16 autocast and torch.compile'd (the DiT's step and the VAE's decode); each is timed after one
-warm-up call, best of --repeats rounds, the runtimes interleaved within each round. Peak memory is the largest rise of this process's RSS over its
-value before the call, sampled every millisecond during the runtime's timed calls.
+warm-up call, best of --repeats rounds, the runtimes interleaved within each round. Peak memory is the largest
+rise of this process's RSS over its value before the call, sampled every millisecond during the runtime's timed
+calls.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from videodit.config import load_preset
 PROMPTS = ["a red circle moves left", "a large blue square moves up", "a small green triangle moves down"]
 WEIGHT_STD = 0.02  # adaLN-Zero would otherwise make the DiT output zeros, which some kernels shortcut
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
 
 
 def rss_bytes() -> int:
@@ -144,23 +144,22 @@ def main() -> None:
     psnrs = bundle_psnr(fp32, int8, PROMPTS, [0, 1, 2])
     print(f"int8 against fp32 bundle, end to end: PSNR {min(psnrs):.1f}-{max(psnrs):.1f} dB")
 
+    # Each torch path: the models it runs and whether under bf16 autocast.
+    torch_paths = {"torch eager fp32": ((vae, dit), False), "torch eager bf16 autocast": ((vae, dit), True),
+                   "torch.compile fp32": ((vae_compiled, dit_compiled), False)}  # fmt: skip
+
+    def torch_videos(models: tuple, bf16: bool, prompts: list[str], seeds: list[int], shape: tuple[int, int, int],
+                     conditions: list[FrameCondition | None] | None = None) -> np.ndarray:  # fmt: skip
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return generate_videos(*models, text_encoder, prompts, seeds, timesteps, guidance, shape, conditions=conditions)
+
     rows = []
     for batch in args.batch:
         prompts, seeds = (PROMPTS * batch)[:batch], list(range(batch))
-
-        def torch_run(vae: VideoVAE, dit: SpacetimeDiT) -> Callable[[], object]:
-            return lambda: generate_videos(vae, dit, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
-
-        def bf16_run() -> object:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return generate_videos(vae, dit, text_encoder, prompts, seeds, timesteps, guidance, video_shape)
-
         runs: dict[str, Callable[[], object]] = {
             **{f"onnxruntime {name}": (lambda g=g: g.generate(prompts, seeds)) for name, g in generators.items()},
-            "torch eager fp32": torch_run(vae, dit),
-            "torch eager bf16 autocast": bf16_run,
-            "torch.compile fp32": torch_run(vae_compiled, dit_compiled),
-        }
+            **{name: (lambda m=m, b=b: torch_videos(m, b, prompts, seeds, video_shape)) for name, (m, b) in torch_paths.items()},
+        }  # fmt: skip
         results = best_seconds(runs, args.repeats)
         fastest_torch = min(s for name, (s, _) in results.items() if name.startswith("torch"))
         for name, (seconds, peak) in results.items():
@@ -170,13 +169,9 @@ def main() -> None:
     prompt, (frames, height, width) = PROMPTS[0], video_shape
     condition = FrameCondition(first=np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8))
     window, r = generators["fp32"].window_frames(height, width), generators["fp32"].spec.temporal_compression
-    torch_modes = {"torch eager fp32": (vae, dit, False), "torch eager bf16 autocast": (vae, dit, True),
-                   "torch.compile fp32": (vae_compiled, dit_compiled, False)}  # fmt: skip
 
     def torch_video(models: tuple, bf16: bool, n: int, given: FrameCondition | None, seed: int) -> np.ndarray:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return generate_videos(*models, text_encoder, [prompt], [seed], timesteps, guidance, (n, height, width),
-                                   conditions=[given])[0]  # fmt: skip
+        return torch_videos(models, bf16, [prompt], [seed], (n, height, width), [given])[0]
 
     def torch_long(models: tuple, bf16: bool) -> np.ndarray:
         # The window function OnnxVideoGenerator.generate_long builds, over torch: window i from window_seed(0, i).
@@ -185,13 +180,13 @@ def main() -> None:
     conditioned = {
         "image to video": {**{f"onnxruntime {name}": (lambda g=g: g.generate([prompt], [0], conditions=[condition]))
                               for name, g in generators.items()},
-                           **{name: (lambda m=(v, d), b=b: torch_video(m, b, frames, condition, 0))
-                              for name, (v, d, b) in torch_modes.items()}},
+                           **{name: (lambda m=m, b=b: torch_video(m, b, frames, condition, 0))
+                              for name, (m, b) in torch_paths.items()}},
     }  # fmt: skip
     if args.long_frames:
         conditioned[f"long video, {args.long_frames} frames"] = {
             **{f"onnxruntime {name}": (lambda g=g: g.generate_long(prompt, 0, args.long_frames)) for name, g in generators.items()},
-            **{name: (lambda m=(v, d), b=b: torch_long(m, b)) for name, (v, d, b) in torch_modes.items()},
+            **{name: (lambda m=m, b=b: torch_long(m, b)) for name, (m, b) in torch_paths.items()},
         }  # fmt: skip
     mode_rows = []
     for mode, runs in conditioned.items():
