@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from videodit.data.synthetic import SHAPES_DOMAIN
+from videodit.domain import ATTRIBUTES
 from videodit.evaluation.attributes import read_attributes
 from videodit.evaluation.model_report import (
     ADHERENCE, EvaluationConfig, reconstruct_clips, split_adherence, validation_clips,
@@ -59,10 +60,11 @@ def main() -> None:
         row = {"shift": shift, "guidance": guidance, **{name: round(scores[name], 3) for name in ADHERENCE}}
         print(json.dumps(row | {"samples": len(sample["prompts"]), "seconds": round(time.perf_counter() - start, 1)}))
         missed = defaultdict(set)  # prompt -> attributes it missed at every one of its seeds
-        for attribute in ADHERENCE[1:]:
+        for attribute in ATTRIBUTES:
             for prompt in prompts:
                 rows = [r for p, r in zip(sample["prompts"], sample["per_clip"]) if p == prompt]
-                if all(r[f"expected_{attribute}"] != r[f"read_{attribute}"] for r in rows):
+                asked = [r for r in rows if r[f"expected_{attribute}"] is not None]
+                if asked and all(r[f"expected_{attribute}"] != r[f"read_{attribute}"] for r in asked):
                     missed[prompt].add(attribute)
         always_missed = dict(missed) if always_missed is None else {
             p: a & missed.get(p, set()) for p, a in always_missed.items() if a & missed.get(p, set())

@@ -13,7 +13,7 @@ import torch
 
 from videodit.data.config import Bucket, video_buckets
 from videodit.data.shards import ClipShards
-from videodit.domain import Domain
+from videodit.domain import ATTRIBUTES, Domain
 from videodit.evaluation.continuity import stability_metrics, temporal_stability
 from videodit.evaluation.frechet import frechet_video_distance
 from videodit.evaluation.image_quality import PSNR_CAP_DB, psnr, ssim
@@ -24,7 +24,7 @@ from videodit.sampling import SamplerConfig, to_uint8_videos
 # What `evaluate_pipeline` reports (any of them can be the primary metric); lower is better only for LOWER_IS_BETTER.
 # The plain adherence names are the unseen split (held-out phrasings of held-out combinations), the honest one that
 # promotes; `seen_*` are the same measures on training phrasing and trained combinations.
-ADHERENCE = ("overall", "colour", "shape", "size", "direction")
+ADHERENCE = ("overall", *ATTRIBUTES)
 SPLITS = {"unseen": "", "seen": "seen_"}  # split -> the prefix of its metric names
 METRICS = (*ADHERENCE, *(f"seen_{name}" for name in ADHERENCE), "frechet_distance", "vae_psnr", "vae_ssim")
 LOWER_IS_BETTER = frozenset({"frechet_distance"})
@@ -79,7 +79,7 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def _split_metrics(adherence: dict) -> dict[str, float]:
     """A split's accuracies with their 95% intervals (`<name>_ci_low`, `<name>_ci_high`) from its per-clip hits."""
     metrics = {name: float(adherence[name]) for name in ADHERENCE}
-    for attribute in ADHERENCE[1:]:
+    for attribute in ATTRIBUTES:
         asked = [row for row in adherence["per_clip"] if row[f"expected_{attribute}"] is not None]
         hits = sum(row[f"expected_{attribute}"] == row[f"read_{attribute}"] for row in asked)
         metrics[f"{attribute}_ci_low"], metrics[f"{attribute}_ci_high"] = wilson_interval(hits, len(asked))
