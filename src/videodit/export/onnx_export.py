@@ -16,20 +16,15 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import onnxscript
 import torch
-from onnxscript import INT64
 from onnxscript import opset23 as op
-from onnxscript.function_libs.torch_lib.ops.nn import aten_upsample_nearestnd_vec
-from onnxscript.function_libs.torch_lib.tensor_typing import TReal
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 from torch.export import Dim
@@ -37,6 +32,7 @@ from torch.export import Dim
 from videodit.data.config import Bucket, as_buckets
 from videodit.evaluation.image_quality import psnr
 from videodit.export.per_frame import per_frame_form
+from videodit.export.translations import TRANSLATIONS
 from videodit.generation.onnx_generator import (
     BUNDLE_FORMAT_VERSION,
     BUNDLE_JSON,
@@ -56,7 +52,7 @@ from videodit.models.vae import VideoVAE, channels_to_frames, frames_to_channels
 from videodit.sampling import SamplerConfig
 from videodit.config import ProjectConfig
 
-# 23: SDPA exports as one fused ONNX Attention node and tanh-GELU as one Gelu node (onnxruntime runs both fused).
+# 23: tanh-GELU exports as one Gelu node, which onnxruntime runs fused (attention: see export/translations.py).
 OPSET = op.version
 # Dynamic graphs accept latents up to this many times the largest bucket's latent frames, height and width.
 MAX_SIZE_FACTOR = 4
@@ -126,29 +122,6 @@ def random_models(preset: ProjectConfig, weight_std: float, seed: int = 0) -> tu
         for parameter in dit.parameters():
             parameter.normal_(0.0, weight_std)
     return vae, dit
-
-
-def upsample_nearest_per_frame(
-    input: TReal, output_size: Optional[INT64] = None, scale_factors: Optional[Sequence[float]] = None
-) -> TReal:
-    """The VAE's (1, 2, 2) nearest upsample of [B, C, T, H, W] as one 4-D Resize of [1, B*C*T, H, W].
-
-    onnxruntime's CPU Resize takes a generic path for 5-D tensors that costs 40x its 4-D kernel (15 ms against
-    0.3 ms at [2, 32, 5, 32, 32]), while torch is fast on 5-D and slow on the 4-D view: so the model keeps 5-D
-    and only its ONNX translation changes. Other nearest upsamples keep torchlib's translation.
-    """
-    if output_size is not None or scale_factors is None or scale_factors[0] != 1.0:
-        return aten_upsample_nearestnd_vec(input, output_size, scale_factors)
-    frames = op.Shape(input, start=0, end=3)
-    per_frame = op.Reshape(input, op.Concat(op.Constant(value_ints=[1, -1]), op.Shape(input, start=3), axis=0))
-    upsampled = op.Resize(
-        per_frame, None, op.Constant(value_floats=[1.0, 1.0, *scale_factors[1:]]), None,
-        mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor",
-    )  # fmt: skip
-    return op.Reshape(upsampled, op.Concat(frames, op.Shape(upsampled, start=2), axis=0))
-
-
-TRANSLATIONS = {torch.ops.aten.upsample_nearest3d.vec: upsample_nearest_per_frame}
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names: dict[str, list[str]], shapes: dict) -> None:

@@ -2,9 +2,10 @@
 
 With `temporal_kernel == 1` no layer of the encoder or decoder looks across latent frames: each 1×3×3 causal conv
 is a 3×3 2D conv, each per-frame GroupNorm a plain GroupNorm, the (1, 2, 2) upsample a 2D one. onnxruntime's CPU
-kernels are faster on that 4-D form (blocked NCHWc convs, one fused GroupNormalization; measured at demo size,
-batch 2: decoder 35 -> 26 ms), while torch's are faster on 5-D (46 against 53 ms): so the model keeps its 5-D
-layers and only the exported graphs fold time into the batch. The 2D layers hold views of the model's weights.
+kernels are faster on that 4-D form (blocked NCHWc convs, each GroupNorm one InstanceNormalization through
+`videodit.export.translations`; measured at demo size, batch 2: decoder 35 -> 26 ms), while torch's are faster on
+5-D (46 against 53 ms): so the model keeps its 5-D layers and only the exported graphs fold time into the batch.
+The 2D layers hold views of the model's weights.
 """
 
 from __future__ import annotations

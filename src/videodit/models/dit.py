@@ -74,6 +74,20 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(sincos_1d(self.frequency_size, 1000 * t).to(self.mlp[0].weight.dtype))
 
 
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, N, dim] -> [B, heads, N, dim / heads]. Queries, keys and values are each split from a [B, N, dim]
+    projection of their own: a fused attention kernel that takes [B, N, dim] (onnxruntime's MultiHeadAttention)
+    then needs no transposes around it."""
+    b, n, d = x.shape
+    return x.view(b, n, num_heads, d // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, heads, N, dim / heads] -> [B, N, dim]."""
+    b, h, n, hd = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * hd)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -84,8 +98,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: tokens [B, frames, S, dim], attending over all frames' tokens at once."""
         b, f, s, d = x.shape
-        q, k, v = self.qkv(x).view(b, f * s, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, f, s, d))
+        q, k, v = (split_heads(p, self.num_heads) for p in self.qkv(x).view(b, f * s, 3 * d).chunk(3, dim=2))
+        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)).view(b, f, s, d))
 
 
 class CrossAttention(nn.Module):
@@ -105,13 +119,13 @@ class CrossAttention(nn.Module):
         """`forward` given the caption's keys and values `self.kv(text)` [B, L, 2*dim]: they depend on the caption
         alone, so a sampler computes them once per video instead of once per step. x: [B, frames, S, dim]."""
         b, f, s, d = x.shape
-        n, h, hd, length = f * s, self.num_heads, d // self.num_heads, text_kv.shape[1]
-        q = self.q(x).view(b, n, h, hd).transpose(1, 2)
-        k, v = text_kv.view(b, length, 2, h, hd).permute(2, 0, 3, 1, 4)
-        # The mask spelled out per query, not broadcast: onnxruntime's fused ONNX Attention kernel requires it.
+        n, length = f * s, text_kv.shape[1]
+        q = split_heads(self.q(x).view(b, n, d), self.num_heads)
+        k, v = (split_heads(p, self.num_heads) for p in text_kv.chunk(2, dim=2))
+        # The mask spelled out per query, not broadcast: onnxruntime's MultiHeadAttention takes a bias per query.
         mask = text_mask[:, None, None, :].expand(b, 1, n, length)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(b, f, s, d))
+        return self.proj(merge_heads(out).view(b, f, s, d))
 
 
 class DiTBlock(nn.Module):
