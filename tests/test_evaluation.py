@@ -15,7 +15,7 @@ import torch
 
 from videodit.data.config import Bucket, SyntheticConfig
 from videodit.data.synthetic import (
-    CAPTION_TEMPLATES, COLOURS, DIRECTIONS, SHAPES, SHAPES_DOMAIN, SIZES, TOWARDS, render_clip,
+    CAPTION_TEMPLATES, COLOURS, DIRECTIONS, SHAPES, SHAPES_DOMAIN, SIZES, TOWARDS, TRAINED_SYNONYMS, render_clip,
 )  # fmt: skip
 from videodit.domain import Domain
 from videodit.evaluation import (
@@ -210,6 +210,7 @@ def test_the_unseen_split_asks_for_held_out_combinations_in_words_no_training_ca
     prompts = SHAPES_DOMAIN.unseen_prompts()
     assert [tuple(attributes_from_caption(p, SHAPES_DOMAIN)[a] for a in ("shape", "colour", "size", "direction")) for p in prompts] == list(held_out)
     training_words = {w for t in CAPTION_TEMPLATES for w in re.findall(r"[a-z]+", t)} | {w for v in TOWARDS.values() for w in v.split()}
+    training_words |= {w for synonyms in TRAINED_SYNONYMS.values() for w in synonyms}
     unseen_words = {w for p in prompts for w in re.findall(r"[a-z]+", p)} - set(SHAPES_DOMAIN.names()["colour"]) - set(SHAPES_DOMAIN.names()["shape"])
     assert set(SHAPES_DOMAIN.held_out_synonyms) <= unseen_words and not set(SHAPES_DOMAIN.held_out_synonyms) & training_words
     assert not any(t.format(size="", colour="", shape="", direction="", towards="") in p for t in CAPTION_TEMPLATES for p in prompts)

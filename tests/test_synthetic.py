@@ -7,11 +7,13 @@ import pytest
 
 from videodit.data.config import Bucket, SyntheticConfig
 from videodit.data.synthetic import (
-    CAPTION_TEMPLATES, COLOURS, DIRECTIONS, MANIFEST_COLUMNS, SHAPES, SHAPES_DOMAIN, SIZES,
+    CAPTION_TEMPLATES, COLOURS, DIRECTIONS, MANIFEST_COLUMNS, SHAPES, SHAPES_DOMAIN, SIZES, TRAINED_SYNONYMS,
     generate_shapes_dataset, render_clip,
 )  # fmt: skip
 from videodit.data.video_io import RGBConverter, decode_video, open_video
+from videodit.domain import ATTRIBUTES
 from videodit.evaluation.attributes import read_attributes
+from videodit.evaluation.prompt_adherence import attributes_from_caption
 
 
 def _rgb_frames(container, path) -> list[np.ndarray]:
@@ -73,7 +75,15 @@ def test_default_dataset_covers_every_combination_and_is_reproducible(tmp_path):
     # At least five phrasings are in use, and each caption names its own colour and shape.
     assert len({r["caption"].split()[0] + str(len(r["caption"].split())) for r in rows}) >= 5
     assert len(CAPTION_TEMPLATES) >= 5
-    assert all(r["colour"] in r["caption"] and r["shape"] in r["caption"] for r in rows)
+    # Each caption names its own shape and colour (and whatever else its template names), half the time by a trained
+    # synonym ("scarlet" for red), never by a held-out one.
+    for r in rows:
+        named = attributes_from_caption(r["caption"], SHAPES_DOMAIN)
+        assert named["shape"] == r["shape"] and named["colour"] == r["colour"], r["caption"]
+        assert all(named[a] in (None, r[a]) for a in ATTRIBUTES), r["caption"]
+    words = Counter(w for r in rows for w in r["caption"].split())
+    assert all(words[w] for synonyms in TRAINED_SYNONYMS.values() for w in synonyms)
+    assert not set(words) & set(SHAPES_DOMAIN.held_out_synonyms)
     # Same seed, same pixels. Not always the same bytes: x264 is not bit-exact on every CPU (on AVX-512 machines two
     # encodes in one process differed, seen up to 33 levels on one edge pixel and over 8 levels on 0.57% of a clip), so the decoded frames agree within
     # codec noise: on average, and but for a few pixels; a clip of another layout differs in far more. The data version

@@ -35,6 +35,9 @@ class Domain:
         unknown = sorted(set(self.synonyms.values()) - values) + sorted(set(self.held_out_synonyms.values()) - values)
         if unknown:
             raise ValueError(f"synonyms name values the domain does not have: {unknown}")
+        trained_and_held_out = sorted(set(self.synonyms) & set(self.held_out_synonyms))
+        if trained_and_held_out:
+            raise ValueError(f"synonyms both trained and held out: {trained_and_held_out}")
         if self.held_out_combinations and not self.held_out_templates:
             raise ValueError("held-out combinations need held_out_templates to be asked for")
         trained = set(self.combinations()) - set(self.held_out_combinations)

@@ -5,9 +5,10 @@ track it reads them from also gives where the shape starts (a third of the frame
 moves (frame sides per second). Each clip gets one of `SENTENCE_PATTERNS` filled with one of the words of each
 value, picked by a generator seeded from the clip's bytes, so the same clip always gets the same caption.
 
-This file owns the descriptive vocabulary; the domain owns what must stay out of training (its held-out
-templates and synonyms), and a `DescriptiveCaptioner` refuses a domain whose values it has no words for or
-whose held-out words it would write.
+This file owns the descriptive vocabulary: its sentence patterns and its words for directions, speeds and starting
+points (the words for shapes, colours and sizes are the built-in set's `TRAINED_SYNONYMS`). The domain owns what
+must stay out of training (its held-out templates and synonyms), and a `DescriptiveCaptioner` refuses a domain
+whose values it has no words for or whose held-out words it would write.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import string
 
 import numpy as np
 
+from videodit.data.synthetic import SHAPES_DOMAIN, TRAINED_SYNONYMS
 from videodit.domain import Domain
 from videodit.evaluation.attributes import UNKNOWN, attributes_of_track, track_shape
 
@@ -48,23 +50,11 @@ SENTENCE_PATTERNS = (
     "a {size} {colour} {shape} advances {direction} {speed}, {start}",
     "a {colour} {shape}, quite {size}, sweeps {direction} {speed}, {start}",
 )
-# Words for each value of the shapes domain, the value's own name first.
+# Words for each value of the shapes domain, the value's own name first: for shape, colour and size the built-in
+# set's trained synonyms, which its template captions use too.
 WORDS = {
-    "shape": {
-        "circle": ("circle", "round shape", "dot"),
-        "square": ("square", "box", "block"),
-        "triangle": ("triangle", "triangular shape", "three-sided shape"),
-    },
-    "colour": {
-        "red": ("red", "scarlet", "ruby"),
-        "green": ("green", "emerald", "lime"),
-        "blue": ("blue", "cobalt", "sapphire"),
-        "yellow": ("yellow", "golden", "lemon"),
-        "cyan": ("cyan", "aqua", "turquoise"),
-        "magenta": ("magenta", "fuchsia", "hot pink"),
-        "white": ("white", "snowy", "ivory"),
-    },
-    "size": {"small": ("small", "little", "compact"), "large": ("large", "huge", "hefty")},
+    **{attribute: {value: (value, *TRAINED_SYNONYMS[value]) for value in values}
+       for attribute, values in SHAPES_DOMAIN.names().items() if attribute != "direction"},
     "direction": {
         "left": ("to the left", "towards the left edge", "from right to left"),
         "right": ("to the right", "towards the right edge", "from left to right"),
