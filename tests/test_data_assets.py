@@ -14,7 +14,7 @@ from dagster_project.definitions import defs
 from dagster_project.defs.jobs import DATA_STAGES
 from dagster_project.defs.resources import DVCResource, Workspace
 from videodit.data.shards import ClipShards
-from videodit.data.synthetic import SHAPES_DOMAIN
+from videodit.data.synthetic import SHAPES_DOMAIN, SIZES, TRAINED_SYNONYMS
 
 data_assets = [a for a in defs.assets if set(a.group_names_by_key.values()) <= set(DATA_STAGES)]
 CHECKS = [accepted_fraction_above_threshold, every_clip_accounted_for]
@@ -80,7 +80,8 @@ def test_synthetic_graph_materializes_and_reingest_is_idempotent(project):
     trained = ClipShards(root / "artifacts" / "training_clips").index
     assert len(trained) == 34 and (trained["caption"] == trained["generated_caption"]).all()
     assert set(trained["captioner"]) == {"descriptive"} and set(trained["captioner_version"]) == {captioned["captioner_version"]}
-    assert trained["user_caption"].str.startswith(("a ", "the ", "video ", "small ", "large ")).all()  # the templates'
+    size_words = tuple(f"{word} " for size in SIZES for word in (size, *TRAINED_SYNONYMS[size]))
+    assert trained["user_caption"].str.startswith(("a ", "the ", "video ", *size_words)).all()  # the templates'
     assert held_out_phrasings(trained["caption"], SHAPES_DOMAIN) == [] and len(set(trained["caption"])) == 34
 
     # Identical data again: same DVC version, nothing new in the remote.
