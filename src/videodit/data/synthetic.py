@@ -35,10 +35,11 @@ DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 # What a set was generated from sits beside it: an unchanged config and generator are not generated again, so
 # re-ingestion versions the same bytes even where H.264 encoding is not bit-exact from run to run.
 GENERATION_FILE = "synthetic.json"
-GENERATOR_VERSION = 2  # bump when rendering, captions or encoding change what a config generates
+GENERATOR_VERSION = 3  # bump when rendering, captions or encoding change what a config generates
 MIN_TRAVEL = 0.40  # fraction of the frame side the shape covers over the clip
 
-# Several phrasings so the model learns words, not one string per clip.
+# Several phrasings so the model learns words, not one string per clip. Twelve rather than six (one demo run each,
+# 64 unseen clips): unseen 0.79 against 0.77, colour 100% against 94%, shape 61% against 53%, direction 83% against 94%.
 CAPTION_TEMPLATES = (
     "a {size} {colour} {shape} moves {direction}",
     "the {size} {colour} {shape} slides {direction}",
@@ -46,6 +47,12 @@ CAPTION_TEMPLATES = (
     "{size} {colour} {shape} travelling {towards}",
     "a {size} {shape}, {colour}, heading {direction}",
     "video of a {size} {colour} {shape} going {direction} across a black screen",
+    "one {size} {colour} {shape} heading {towards}",
+    "clip showing a {size} {colour} {shape} that travels {towards}",
+    "there is a {size} {colour} {shape} going {direction}",
+    "the {colour} {shape} is {size} and heads {towards}",
+    "animation of a {size} {colour} {shape} sliding {towards}",
+    "a {size} {shape} in {colour}, moving {direction}",
 )
 TOWARDS = {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}
 # Other words training captions name a shape, colour or size by, each a caption's pick half the time (the value's
