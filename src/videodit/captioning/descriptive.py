@@ -53,8 +53,8 @@ SENTENCE_PATTERNS = (
 # Words for each value of the shapes domain, the value's own name first: for shape, colour and size the built-in
 # set's trained synonyms, which its template captions use too.
 WORDS = {
-    **{attribute: {value: (value, *TRAINED_SYNONYMS[value]) for value in values}
-       for attribute, values in SHAPES_DOMAIN.names().items() if attribute != "direction"},
+    **{attribute: {value: (value, *TRAINED_SYNONYMS[value]) for value in SHAPES_DOMAIN.names()[attribute]}
+       for attribute in ("colour", "shape", "size")},
     "direction": {
         "left": ("to the left", "towards the left edge", "from right to left"),
         "right": ("to the right", "towards the right edge", "from left to right"),

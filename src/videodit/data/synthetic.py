@@ -77,7 +77,8 @@ HELD_OUT_TEMPLATES = (
 )
 HELD_OUT_SYNONYMS = {"disc": "circle", "crimson": "red", "tiny": "small", "big": "large",
                      "leftward": "left", "rightward": "right", "upward": "up", "downward": "down"}  # fmt: skip
-# The set's vocabulary as evaluation reads it; its synonyms are the TOWARDS words that are not a direction's name.
+# The set's vocabulary as evaluation reads it; its synonyms are the TOWARDS words that are not a direction's name
+# and the TRAINED_SYNONYMS.
 SHAPES_DOMAIN = Domain(
     shapes=SHAPES, colours=COLOURS, sizes=SIZES, directions=DIRECTIONS,
     prompt_template=CAPTION_TEMPLATES[0],

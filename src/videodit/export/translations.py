@@ -87,12 +87,10 @@ def attention_as_multi_head_attention(
     merged = op.Constant(value_ints=[0, 0, -1])
     q, k, v = (op.Reshape(op.Transpose(x, perm=[0, 2, 1, 3]), merged) for x in (query, key, value))
     attributes = {"num_heads": heads} | ({} if scale is None else {"scale": scale})
-    if attn_mask is None:
-        out = CONTRIB.MultiHeadAttention(q, k, v, **attributes)
-    else:
-        if attn_mask.dtype == ir.DataType.BOOL:
-            attn_mask = op.Where(attn_mask, op.Constant(value_float=0.0), op.Constant(value_float=-math.inf))
-        out = CONTRIB.MultiHeadAttention(q, k, v, None, None, attn_mask, **attributes)
+    if attn_mask is not None and attn_mask.dtype == ir.DataType.BOOL:
+        attn_mask = op.Where(attn_mask, op.Constant(value_float=0.0), op.Constant(value_float=-math.inf))
+    # Inputs: query, key, value, bias, key_padding_mask, attention_bias; trailing Nones are left out of the node.
+    out = CONTRIB.MultiHeadAttention(q, k, v, None, None, attn_mask, **attributes)
     return op.Transpose(op.Reshape(out, op.Constant(value_ints=[0, 0, heads, -1])), perm=[0, 2, 1, 3])
 
 
