@@ -30,8 +30,8 @@ sys.meta_path.insert(0, NoTorch())
 
 
 @pytest.fixture(scope="module")
-def bundle_dir():
-    return tiny_bundle().path
+def bundle_dir(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory).path
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ MIN_PSNR_DB = 40.0  # torch against onnxruntime, as tests/test_export.py
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return tiny_bundle()
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ MIN_INT8_PSNR_DB = 30.0  # against the fp32 bundle; the demo size measures ~57 d
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return tiny_bundle()
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory)
 
 
 def test_bundle_holds_graphs_tokenizer_and_spec(bundle):
@@ -86,8 +86,8 @@ def test_torch_and_onnxruntime_make_the_same_video_in_every_bucket(bundle):
     assert min(min(p) for p in psnrs.values()) >= MIN_PSNR_DB, psnrs
 
 
-def test_an_int8_bundle_quantizes_the_dit_step_and_stays_close_to_fp32(bundle):
-    int8 = tiny_int8_bundle()
+def test_an_int8_bundle_quantizes_the_dit_step_and_stays_close_to_fp32(bundle, tmp_path_factory):
+    int8 = tiny_int8_bundle(tmp_path_factory)
     assert json.loads((int8 / "bundle.json").read_text())["precision"] == "int8"
     assert OnnxVideoGenerator(int8).spec.precision == "int8"
     ops = {node.op_type for node in onnx.load(int8 / "dit.onnx").graph.node}

@@ -31,8 +31,13 @@ FRAMES, HEIGHT, WIDTH = 9, 32, 32
 
 
 @pytest.fixture(scope="module")
-def bundle_dir():
-    return tiny_bundle().path
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(bundle):
+    return bundle.path
 
 
 @pytest.fixture(scope="module")
@@ -85,21 +90,21 @@ def test_long_prompt_is_truncated_with_a_warning(generator):
     assert video.shape == (FRAMES, HEIGHT, WIDTH, 3)
 
 
-def test_captions_are_padded_to_the_longest_prompt_with_the_same_values(generator, bundle_dir):
+def test_captions_are_padded_to_the_longest_prompt_with_the_same_values(generator, bundle):
     prompts = ["a red circle moves left", "a large blue square moves up slowly", ""]
     tokens, mask = generator.encode_text(prompts)
     lengths = mask.sum(1)
     assert mask.shape[1] == lengths.max() < 32 and lengths.min() == 2
-    full_tokens, full_mask = tiny_bundle().text_encoder.encode(prompts)  # padded to max_tokens
+    full_tokens, full_mask = bundle.text_encoder.encode(prompts)  # padded to max_tokens
     np.testing.assert_array_equal(full_mask[:, : mask.shape[1]].numpy(), mask)
     np.testing.assert_allclose(tokens[mask], full_tokens.numpy()[:, : mask.shape[1]][mask], atol=1e-5)
 
 
-def test_bundle_with_a_fixed_caption_length_still_generates(bundle_dir, tmp_path):
+def test_bundle_with_a_fixed_caption_length_still_generates(bundle, bundle_dir, tmp_path):
     """Bundles exported before captions became variable-length take exactly max_tokens."""
     old = tmp_path / "bundle"
     shutil.copytree(bundle_dir, old)
-    text_encoder = tiny_bundle().text_encoder
+    text_encoder = bundle.text_encoder
     ids = torch.zeros(2, text_encoder.max_tokens, dtype=torch.int64)
     batch = {0: Dim("batch", min=1, max=8)}
     _export(TextEncoderGraph(text_encoder), (ids, torch.ones_like(ids)), old / "text_encoder.onnx",
@@ -150,16 +155,15 @@ def edited_bundle(bundle_dir, tmp_path, edit) -> OnnxVideoGenerator:
     return OnnxVideoGenerator(copy)
 
 
-def test_the_generator_samples_along_the_timesteps_stored_in_the_bundle(bundle_dir, generator, tmp_path):
+def test_the_generator_samples_along_the_timesteps_stored_in_the_bundle(bundle, bundle_dir, generator, tmp_path):
     shifted = SamplerConfig(SAMPLER.steps, shift=3.0).timesteps()
     # Only the list changes: the stored shift stays 1, so a generator deriving the schedule again would not see it.
     edited = edited_bundle(bundle_dir, tmp_path, lambda spec: spec["sampler"].update(timesteps=shifted.tolist()))
     prompt = ["a red circle moves left"]
     (video,) = edited.generate(prompt, [0])
     assert not np.array_equal(video, generator.generate(prompt, [0])[0])
-    b = tiny_bundle()
-    (expected,) = generate_videos(b.vae, b.dit, b.text_encoder, prompt, [0], shifted, SAMPLER.guidance, (FRAMES, HEIGHT, WIDTH),
-                                  0.25, 2.0)  # fmt: skip
+    (expected,) = generate_videos(bundle.vae, bundle.dit, bundle.text_encoder, prompt, [0], shifted, SAMPLER.guidance,
+                                  (FRAMES, HEIGHT, WIDTH), 0.25, 2.0)  # fmt: skip
     assert psnr(video, expected) >= 40.0
 
 
