@@ -32,7 +32,6 @@ def test_every_preset_is_a_yaml_file_that_loads_checked_and_round_trips():
         ({"vae_train": {"crop_size": 40}}, "vae_train.crop_size=40 must be a multiple of 8 and fit in 32×32"),
         ({"evaluation": {"primary_metric": "sharpness"}}, "evaluation.primary_metric='sharpness' is not one of"),
         ({"dit_train": {"max_steps": 0}}, "dit_train: max_steps=0 must be at least 1"),
-        ({"dit_train": {"caption_noise": -0.1}}, "dit_train: caption_noise=-0.1 must be >= 0"),
         ({"dit": {"hidden_sizes": 32}}, "dit: unknown field(s) hidden_sizes"),
         ({"synthetic": {"height": 48}}, "synthetic.height=48 differs from height=32"),
         # The bucket table: a bad entry is named by its index and shape.

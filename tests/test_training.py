@@ -20,7 +20,7 @@ from videodit.models.rectified_flow import rectified_flow_loss
 from videodit.models.vae import VideoVAE
 from videodit.sampling import SamplerConfig, to_uint8_videos
 from videodit.config import VAETrainConfig, load_preset
-from videodit.training.datamodule import BatchGroup, BucketBatchSampler, ClipDataModule, LatentDataModule, LatentDataset
+from videodit.training.datamodule import BatchGroup, BucketBatchSampler, ClipDataModule, LatentDataModule
 from videodit.training import trainer as trainer_module
 from videodit.training.dit_module import PRECISION_FILE, DiTModule, train_dit
 from videodit.training.ema import update_ema
@@ -405,29 +405,6 @@ def test_resume_continues_at_the_same_step_and_data_position(bucketed_latents, t
     second = run_dit(bucketed_latents, vae, preset, tmp_path / "b", [resumed, CheckRestoredState()], ckpt_path=checkpoint)
     assert second.global_step == 6
     assert resumed.indices == straight.indices[3:]  # batch for batch: bucket and items, not a restart of the data
-
-
-def test_caption_noise_comes_from_the_item_seed_and_spares_padding_and_the_empty_caption():
-    mask = torch.tensor([[True] * 4 + [False] * 2] * 3)
-    text = torch.randn(3, 6, 64) * mask[..., None]
-    null_text, null_mask = torch.zeros(6, 64), torch.tensor([True] * 2 + [False] * 4)
-    latents, captions = torch.zeros(3, 4, 2, 4, 4), ["a", "b", "c"]
-    noisy = LatentDataset(latents, text, mask, null_text, null_mask, captions, caption_dropout=0.5, caption_noise=0.3)
-    plain = LatentDataset(latents, text, mask, null_text, null_mask, captions, caption_dropout=0.5)
-    seeds = range(40)
-    kept = [s for s in seeds if noisy[(1, s)]["text_mask"].sum() == 4]
-    # The noise is drawn after the dropout, from the same seed: the same items are dropped with or without it.
-    assert kept == [s for s in seeds if plain[(1, s)]["text_mask"].sum() == 4] and 0 < len(kept) < len(seeds)
-    for seed in set(seeds) - set(kept):
-        assert torch.equal(noisy[(1, seed)]["text"], null_text)
-    for seed in kept:
-        item = noisy[(1, seed)]
-        assert torch.equal(item["text"], noisy[(1, seed)]["text"])  # batch k's draw depends only on its seed
-        assert torch.equal(plain[(1, seed)]["text"], text[1])
-        assert torch.equal(item["text"][4:], text[1][4:])  # padding stays as encoded
-        assert 0.25 < float((item["text"][:4] - text[1][:4]).std()) < 0.35
-    assert not torch.equal(noisy[(1, kept[0])]["text"], noisy[(1, kept[1])]["text"])
-    assert torch.equal(noisy[1]["text"], text[1])  # no seed (validation, evaluation): the caption as encoded
 
 
 def run_dit(latents_dir, vae, preset, out_dir, callbacks, ckpt_path=None) -> L.Trainer:

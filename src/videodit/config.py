@@ -97,10 +97,6 @@ class VAETrainConfig(TrainConfig):
 class DiTTrainConfig(TrainConfig):
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # captions replaced by "" so the model also learns the unconditional velocity
-    # Std of Gaussian noise added to each kept caption's token features (the text encoder's, per channel; MiniLM's
-    # spread ~0.45) in training: nearby wordings then land on the same video, as StackGAN's conditioning
-    # augmentation. 0: captions as encoded.
-    caption_noise: float = 0.0
     timestep_mean: float = 0.0  # logit-normal timestep sampling: t = sigmoid(N(mean, std))
     timestep_std: float = 1.0
     # Samples trained with some latent frames given (first, first k, last k, first + last): what image-to-video,
@@ -111,8 +107,6 @@ class DiTTrainConfig(TrainConfig):
         super().__post_init__()
         if not 0.0 <= self.condition_fraction <= 1.0:
             raise ValueError(f"condition_fraction={self.condition_fraction} must be from 0 to 1")
-        if self.caption_noise < 0.0:
-            raise ValueError(f"caption_noise={self.caption_noise} must be >= 0")
 
 
 @dataclass

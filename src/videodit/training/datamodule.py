@@ -220,27 +220,22 @@ class LatentDataset(Dataset):
     empty-caption embedding.
 
     With probability `caption_dropout` a training item's caption is swapped for the empty caption, which teaches
-    the DiT the unconditional velocity that classifier-free guidance needs; a kept caption's tokens get Gaussian
-    noise of std `caption_noise` (padding and the empty caption stay exact). Both are drawn from the item's seed.
+    the DiT the unconditional velocity that classifier-free guidance needs.
     """
 
-    def __init__(
-        self, latents, text, text_mask, null_text, null_mask, captions: list[str], caption_dropout: float = 0.0,
-        caption_noise: float = 0.0,
-    ):  # fmt: skip
+    def __init__(self, latents, text, text_mask, null_text, null_mask, captions: list[str], caption_dropout: float = 0.0):
         self.latents, self.text, self.text_mask, self.captions = latents, text, text_mask, captions
         self.null_text, self.null_mask, self.caption_dropout = null_text, null_mask, caption_dropout
-        self.caption_noise = caption_noise
 
     @classmethod
-    def load(cls, path: Path, caption_dropout: float = 0.0, caption_noise: float = 0.0) -> LatentDataset:
+    def load(cls, path: Path, caption_dropout: float = 0.0) -> LatentDataset:
         path = verified_latents(path)
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
         latents = (tensors["latents"] - float(meta["latent_shift"])) * float(meta["latent_scale"])
         return cls(latents, tensors["text"], tensors["text_mask"], tensors["null_text"][0], tensors["null_mask"][0],
-                   json.loads(meta["captions"]), caption_dropout, caption_noise)  # fmt: skip
+                   json.loads(meta["captions"]), caption_dropout)  # fmt: skip
 
     @classmethod
     def images(cls, same_size: list[LatentDataset]) -> LatentDataset:
@@ -250,7 +245,7 @@ class LatentDataset(Dataset):
         return cls(
             torch.cat([d.latents[:, :, :1] for d in same_size]), torch.cat([d.text for d in same_size]),
             torch.cat([d.text_mask for d in same_size]), first.null_text, first.null_mask,
-            [c for d in same_size for c in d.captions], first.caption_dropout, first.caption_noise,
+            [c for d in same_size for c in d.captions], first.caption_dropout,
         )  # fmt: skip
 
     def __len__(self) -> int:
@@ -263,12 +258,8 @@ class LatentDataset(Dataset):
 
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        rng = np.random.default_rng(seed)
-        dropped = seed is not None and rng.random() < self.caption_dropout
+        dropped = seed is not None and np.random.default_rng(seed).random() < self.caption_dropout
         text, mask = (self.null_text, self.null_mask) if dropped else (self.text[index], self.text_mask[index])
-        if seed is not None and not dropped and self.caption_noise > 0:
-            noise = torch.from_numpy(rng.standard_normal(tuple(text.shape), dtype=np.float32)).to(text.dtype)
-            text = text + self.caption_noise * noise * mask[:, None]
         return {"latents": self.latents[index], "text": text, "text_mask": mask, "index": index}
 
 
@@ -286,17 +277,17 @@ class LatentDataModule(ResumableDataModule):
 
     def __init__(
         self, latents_dir: Path, batch_size: int, seed: int = 0, buckets: tuple[Bucket, ...] = (),
-        caption_dropout: float = 0.1, num_workers: int = 0, caption_noise: float = 0.0,
+        caption_dropout: float = 0.1, num_workers: int = 0,
     ):  # fmt: skip
         super().__init__(batch_size, seed, buckets, num_workers)
-        self.latents_dir, self.caption_dropout, self.caption_noise = Path(latents_dir), caption_dropout, caption_noise
+        self.latents_dir, self.caption_dropout = Path(latents_dir), caption_dropout
 
     def setup(self, stage: str | None = None) -> None:
         videos = {}
         for path in latent_files(self.latents_dir, "train"):
             with safe_open(str(verified_latents(path)), framework="pt") as f:
                 bucket = f.metadata().get("bucket") or None
-            videos[bucket] = LatentDataset.load(path, self.caption_dropout, self.caption_noise)
+            videos[bucket] = LatentDataset.load(path, self.caption_dropout)
         self.train_data = BucketDataset(with_image_buckets(videos, self.buckets, LatentDataset.images), self.buckets)
         val_path = self.latents_dir / "val.safetensors"
         self.val_data = LatentDataset.load(val_path) if val_path.is_file() else None

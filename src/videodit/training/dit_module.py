@@ -175,8 +175,7 @@ def train_dit(
     shift, scale = latent_stats(latents_dir)
     module = DiTModule(preset.dit, cfg, vae.config, video_shape, shift, scale, preset.sampler)
     module.vae.load_state_dict(vae.state_dict())
-    data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, preset.buckets, cfg.caption_dropout, cfg.num_workers,
-                            cfg.caption_noise)  # fmt: skip
+    data = LatentDataModule(latents_dir, cfg.batch_size, cfg.seed, preset.buckets, cfg.caption_dropout, cfg.num_workers)
     trainer = build_trainer(cfg, out_dir, logger, callbacks, block_type=DiTBlock)
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     return module
