@@ -5,6 +5,7 @@ the models behind it are rebuilt from their seed in milliseconds. Also its int8 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ class TinyBundle:
 def _shared_dir(factory: pytest.TempPathFactory) -> Path:
     """The run's temp root, which every xdist worker's own base temp sits in (pytest keeps the last few runs')."""
     base = factory.getbasetemp()
-    return base.parent if base.name.startswith("popen-gw") else base
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
 
 
 def _built_once(out: Path, build) -> Path:
