@@ -136,7 +136,7 @@ def main() -> None:
     clip = {"fps": preset.fps, "frames": preset.frames, "height": preset.height, "width": preset.width}
     work = Path(tempfile.mkdtemp(prefix="videodit-bench-"))
     fp32 = export_bundle(vae, dit, text_encoder, work / "fp32", sampler, clip, {})
-    int8 = quantize_bundle(fp32, work / "int8")
+    int8 = quantize_bundle(fp32, work / "int8", PROMPTS, [0, 1])
     generators = {"fp32": OnnxVideoGenerator(fp32), "int8": OnnxVideoGenerator(int8)}
     vae_compiled, dit_compiled = compiled(vae, dit)
     print(f"preset {args.preset}: {preset.frames} frames {preset.width}x{preset.height}, {args.steps} steps, "

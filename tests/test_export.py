@@ -86,12 +86,19 @@ def test_torch_and_onnxruntime_make_the_same_video_in_every_bucket(bundle):
     assert min(min(p) for p in psnrs.values()) >= MIN_PSNR_DB, psnrs
 
 
-def test_an_int8_bundle_quantizes_the_dit_step_and_stays_close_to_fp32(bundle, tmp_path_factory):
+def test_an_int8_bundle_quantizes_the_dit_step_and_the_decoder_and_stays_close_to_fp32(bundle, tmp_path_factory):
     int8 = tiny_int8_bundle(tmp_path_factory)
     assert json.loads((int8 / "bundle.json").read_text())["precision"] == "int8"
     assert OnnxVideoGenerator(int8).spec.precision == "int8"
     ops = {node.op_type for node in onnx.load(int8 / "dit.onnx").graph.node}
     assert "MatMulInteger" in ops and "MatMul" not in ops, ops  # every MatMul of the step, the rest fp32
+    decoder = onnx.load(int8 / "vae_decoder.onnx").graph.node
+    # Every convolution of the decoder reads int8 weights and a calibrated uint8 input (QDQ around each Conv).
+    quantized = {n.output[0] for n in decoder if n.op_type == "DequantizeLinear"}
+    convs = [n for n in decoder if n.op_type == "Conv"]
+    assert convs and all(n.input[0] in quantized and n.input[1] in quantized for n in convs)
+    calibration = json.loads((int8 / "bundle.json").read_text())["quantization"]["vae_decoder.onnx"]["calibration"]
+    assert (calibration["buckets"], calibration["latents"]) == (7, 2 * 1 * 7)  # 2 prompts, 1 seed, every bucket
     fp32_bytes = sum(p.stat().st_size for p in bundle.path.glob("dit.onnx*"))
     assert sum(p.stat().st_size for p in int8.glob("dit.onnx*")) < fp32_bytes / 2
     assert not (int8 / "dit.onnx.data").exists()  # the fp32 weights are not carried along

@@ -59,8 +59,10 @@ def test_sessions_run_with_the_recorded_settings(bundle_dir):
     assert options.intra_op_num_threads == generator.settings["intra_op_num_threads"] == 1
     assert options.graph_optimization_level.name == generator.settings["graph_optimization_level"]
     assert options.enable_mem_pattern and options.enable_cpu_mem_arena
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"  # the step spins, the rest not
-    assert generator.vae_decoder.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    for session in (generator.text_encoder, generator.condition, generator.dit, generator.vae_decoder, generator.vae_encoder):
+        config = session.get_session_options().get_session_config_entry
+        # Each graph's threads spin while it runs and stop when it returns.
+        assert config("session.intra_op.allow_spinning") == config("session.force_spinning_stop") == "1"
 
 
 @pytest.mark.parametrize(("frames", "height", "width"), [(9, 32, 32), (5, 24, 48), (9, 48, 24), (1, 32, 32)])

@@ -66,6 +66,7 @@ def tiny_bundle(factory: pytest.TempPathFactory) -> TinyBundle:
 
 
 def tiny_int8_bundle(factory: pytest.TempPathFactory) -> Path:
-    """`quantize_bundle` of the tiny bundle (about a second)."""
+    """`quantize_bundle` of the tiny bundle, its decoder calibrated on two prompts (a few seconds)."""
     source = tiny_bundle(factory).path
-    return _built_once(_shared_dir(factory) / "tiny-int8-bundle", lambda out: quantize_bundle(source, out))
+    return _built_once(_shared_dir(factory) / "tiny-int8-bundle",
+                       lambda out: quantize_bundle(source, out, ["a red circle moves left", "a white square moves up"], [0]))

@@ -46,6 +46,9 @@ PARITY_PROMPTS = ("a large red circle moves left", "a small cyan triangle moves 
 MAX_GRAPH_DIFF = 1e-3
 MIN_PARITY_PSNR_DB = 40.0
 DEFAULT_PROMPTS_FILE = importlib.resources.files("videodit.generation") / "prompts.txt"
+# The int8 copy's decoder is calibrated on what it will decode: the fp32 bundle's latents for the default prompts
+# (every colour, shape, size and direction) at these seeds, in every bucket.
+CALIBRATION_SEEDS = (0, 1)
 # Drawn by `make conditioning-examples`; package data, so the default resolves wherever the package is installed.
 DEFAULT_CONDITIONING_DIR = importlib.resources.files("videodit.generation") / "examples"
 
@@ -150,7 +153,7 @@ class ServedBundleConfig(Config):
        deps=[onnx_models], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})  # fmt: skip
 def served_bundle(context: AssetExecutionContext, config: ServedBundleConfig, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The bundle `videodit-onnx@champion` names: onnx_models' fp32 bundle, or its int8 copy (dit.onnx's MatMuls
-    quantized, a version of its own) when the copy's prompt adherence on the unseen split, read from onnxruntime's
+    and vae_decoder.onnx's convolutions quantized, a version of its own) when the copy's prompt adherence on the unseen split, read from onnxruntime's
     videos as model_evaluation reads the DiT's, is within `max_adherence_drop` of the fp32 bundle's. The copy's
     end-to-end PSNR against the fp32 bundle is reported; the decision is tagged on both versions."""
     exported = read_pointer(workspace, "onnx_models")
@@ -160,8 +163,10 @@ def served_bundle(context: AssetExecutionContext, config: ServedBundleConfig, wo
         bundles, versions, psnrs = {"fp32": Path(exported["path"])}, {"fp32": fp32}, []
         if config.quantize:
             # The fp32 fingerprint covers the exporting code, quantize_bundle's module among it.
-            print_ = fingerprint(bundle=fp32.tags[FINGERPRINT_TAG], quantization="int8")
-            bundles["int8"] = quantize_bundle(bundles["fp32"], workspace.artifacts("served_bundle") / f"bundle-{print_}")
+            calibration = read_prompts(Path(DEFAULT_PROMPTS_FILE))
+            print_ = fingerprint(bundle=fp32.tags[FINGERPRINT_TAG], quantization="int8", calibration=[calibration, CALIBRATION_SEEDS])
+            bundles["int8"] = quantize_bundle(bundles["fp32"], workspace.artifacts("served_bundle") / f"bundle-{print_}",
+                                              calibration, list(CALIBRATION_SEEDS))  # fmt: skip
             versions["int8"] = _registered_bundle(run, bundles["int8"], print_, f"int8 copy of {ONNX_MODEL} v{fp32.version}",
                                                   {"dit_version": fp32.tags["dit_version"], "fp32_version": str(fp32.version)})  # fmt: skip
             psnrs = bundle_psnr(bundles["fp32"], bundles["int8"], list(PARITY_PROMPTS), [0, 1])
@@ -194,6 +199,13 @@ def served_bundle(context: AssetExecutionContext, config: ServedBundleConfig, wo
     )
 
 
+def read_prompts(prompts_file: Path) -> list[str]:
+    """The non-empty lines of a prompts file, one prompt each."""
+    if not prompts_file.is_file():
+        raise FileNotFoundError(f"prompts file not found: {prompts_file}")
+    return [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 class GenerationSettings(Config):
     """Prompts and seed; `steps` and `guidance` override the bundle's sampler (bundle.json) for this batch."""
 
@@ -211,10 +223,7 @@ def generated_videos(context: AssetExecutionContext, config: GenerationSettings,
     1-frame clips): per bucket, an MP4 and a GIF per prompt, a contact sheet and a manifest in a folder of its own
     (e.g. 9x32x32/, 1x32x32/)."""
     bundle = read_pointer(workspace, "served_bundle")
-    prompts_file = Path(config.prompts_file)
-    if not prompts_file.is_file():
-        raise FileNotFoundError(f"prompts file not found: {prompts_file}")
-    given = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    given = read_prompts(Path(config.prompts_file))
     prompts = rewrite_prompts(given, config.prompt_rewriter) if config.prompt_rewriter else given
     generator = OnnxVideoGenerator(bundle["path"])
     seeds = prompt_seeds(config.seed, len(prompts))
