@@ -146,7 +146,8 @@ def main() -> None:
 
     # Each torch path: the models it runs and whether under bf16 autocast.
     torch_paths = {"torch eager fp32": ((vae, dit), False), "torch eager bf16 autocast": ((vae, dit), True),
-                   "torch.compile fp32": ((vae_compiled, dit_compiled), False)}  # fmt: skip
+                   "torch.compile fp32": ((vae_compiled, dit_compiled), False),
+                   "torch.compile bf16 autocast": ((vae_compiled, dit_compiled), True)}  # fmt: skip
 
     def torch_videos(models: tuple, bf16: bool, prompts: list[str], seeds: list[int], shape: tuple[int, int, int],
                      conditions: list[FrameCondition | None] | None = None) -> np.ndarray:  # fmt: skip
