@@ -143,6 +143,13 @@ def onnx_videos_match_pytorch(workspace: Workspace) -> AssetCheckResult:
     return AssetCheckResult(passed=passed, metadata={"psnr_db": MetadataValue.json(psnrs)})
 
 
+def read_prompts(prompts_file: Path) -> list[str]:
+    """The non-empty lines of a prompts file, one prompt each."""
+    if not prompts_file.is_file():
+        raise FileNotFoundError(f"prompts file not found: {prompts_file}")
+    return [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 class ServedBundleConfig(Config):
     quantize: bool = True  # False: no int8 copy is made and the fp32 bundle serves
     # How far below the fp32 bundle's unseen-split adherence (overall, in [0, 1]) the int8 copy may score and serve.
@@ -197,13 +204,6 @@ def served_bundle(context: AssetExecutionContext, config: ServedBundleConfig, wo
                 "int8_psnr_vs_fp32_db": MetadataValue.json(psnrs)} if psnrs else {}),  # fmt: skip
         }
     )
-
-
-def read_prompts(prompts_file: Path) -> list[str]:
-    """The non-empty lines of a prompts file, one prompt each."""
-    if not prompts_file.is_file():
-        raise FileNotFoundError(f"prompts file not found: {prompts_file}")
-    return [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class GenerationSettings(Config):
