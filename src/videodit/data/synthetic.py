@@ -35,7 +35,7 @@ DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 # What a set was generated from sits beside it: an unchanged config and generator are not generated again, so
 # re-ingestion versions the same bytes even where H.264 encoding is not bit-exact from run to run.
 GENERATION_FILE = "synthetic.json"
-GENERATOR_VERSION = 3  # bump when rendering, captions or encoding change what a config generates
+GENERATOR_VERSION = 4  # bump when rendering, captions or encoding change what a config generates
 MIN_TRAVEL = 0.40  # fraction of the frame side the shape covers over the clip
 
 # Several phrasings so the model learns words, not one string per clip. Twelve rather than six (one demo run each,
