@@ -31,6 +31,7 @@ from videodit.cli import main as cli_main
 from videodit.config import load_preset
 from videodit.data.config import video_buckets
 from dagster_project.defs.serving import DEFAULT_CONDITIONING_DIR
+from dagster_project.defs.training import training_fingerprint
 from videodit.data.video_io import mp4_frames
 from videodit.evaluation.image_quality import psnr
 from videodit.generation.inputs import read_video
@@ -242,6 +243,17 @@ def test_served_bundle_serves_fp32_when_quantization_is_off_and_finds_its_int8_v
     assert held["precision"] == "int8" and held["decision"].endswith("v2 serves") and pointer()["version"] == "2"
     assert str(alias_version(client, "videodit-onnx", CHAMPION).version) == "2"
     assert len(client.search_model_versions("name = 'videodit-onnx'")) == 2
+
+
+def test_the_bucket_table_is_part_of_a_trained_models_fingerprint():
+    # The shards' checksums hold the clips, not the sampler's weights: a reweighted table trains another model.
+    preset = load_preset("tiny")
+    reweighted = replace(preset, buckets=tuple(replace(b, weight=2 * b.weight) if b.height != b.width else b for b in preset.buckets))
+    for model in ("vae", "dit"):
+        print_ = training_fingerprint(preset, model, "data", "code")
+        assert training_fingerprint(load_preset("tiny"), model, "data", "code") == print_
+        assert training_fingerprint(reweighted, model, "data", "code") != print_
+    assert training_fingerprint(preset, "dit", "data", "code", vae="a") != training_fingerprint(preset, "dit", "data", "code", vae="b")
 
 
 def test_same_data_and_code_reuse_the_registered_versions(pipeline):

@@ -22,6 +22,7 @@ from dagster_project.failures import failing_on_corrupt_shards
 from dagster_project.reporting import DagsterProgress, log_video_samples
 from dagster_project.config import DiTSection, DiTTrainSection, VAESection, VAETrainSection, overrides
 from dagster_project.defs.resources import MLflowTracking, TrackedRun, Workspace
+from videodit.config import ProjectConfig
 from videodit.data.shards import CHECKSUMS_FILE
 from videodit.evaluation.model_report import reconstruction_preview
 from videodit.files import write_text_atomically
@@ -55,6 +56,14 @@ class DiTModelConfig(Config):
 
 def data_hash(workspace: Workspace) -> str:
     return fingerprint(checksums=(workspace.artifacts("training_clips") / CHECKSUMS_FILE).read_text())
+
+
+def training_fingerprint(preset: ProjectConfig, model: str, data: str, code: str, **upstream: str) -> str:
+    """What a trained `model` ("vae" or "dit") is a function of: the data, the code, its model and training sections,
+    the bucket table (the sampler's weights and the 1-frame image buckets are not in the shards' checksums) and the
+    fingerprints of the models it trains on."""
+    return fingerprint(data=data, code=code, **{model: asdict(getattr(preset, model))}, train=asdict(getattr(preset, f"{model}_train")),
+                       buckets=[asdict(b) for b in preset.buckets], **upstream)  # fmt: skip
 
 
 def read_pointer(workspace: Workspace, asset_name: str) -> dict:
@@ -111,7 +120,7 @@ def vae_model(context: AssetExecutionContext, config: VAEModelConfig, workspace:
     """The causal video VAE, trained with Lightning on the curated clips; registered as `videodit-vae`."""
     preset = workspace.config(overrides(config, ["vae", "vae_train"]))
     shards_root = workspace.artifacts("training_clips")
-    print_ = fingerprint(data=data_hash(workspace), code=_code_version(context), vae=asdict(preset.vae), train=asdict(preset.vae_train))
+    print_ = training_fingerprint(preset, "vae", data_hash(workspace), _code_version(context))
     with failing_on_corrupt_shards("training_clips"), mlflow_tracking.asset_run(context, workspace) as run:
         run.log_params({"fingerprint": print_, "code_version": _code_version(context), "vae": asdict(preset.vae), "train": asdict(preset.vae_train)})
         progress = DagsterProgress(context, preset.vae_train.max_steps)
@@ -163,8 +172,7 @@ def dit_model(context: AssetExecutionContext, config: DiTModelConfig, workspace:
     """The text-conditioned spacetime DiT trained on cached latents; registered as `videodit-dit` (challenger)."""
     preset = workspace.config(overrides(config, ["dit", "dit_train"]))
     vae_pointer = read_pointer(workspace, "vae_model")
-    print_ = fingerprint(data=data_hash(workspace), vae=vae_pointer["fingerprint"], dit=asdict(preset.dit),
-                         train=asdict(preset.dit_train), code=_code_version(context))  # fmt: skip
+    print_ = training_fingerprint(preset, "dit", data_hash(workspace), _code_version(context), vae=vae_pointer["fingerprint"])
     vae = VAEModule.load_from_checkpoint(vae_pointer["checkpoint"], map_location="cpu").vae
     with failing_on_corrupt_shards("video_latents"), mlflow_tracking.asset_run(context, workspace) as run:
         run.log_params({"fingerprint": print_, "code_version": _code_version(context), "vae_version": vae_pointer["version"],
