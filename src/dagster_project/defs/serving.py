@@ -160,9 +160,10 @@ class ServedBundleConfig(Config):
        deps=[onnx_models], retry_policy=REGISTRY_RETRY, kinds={"onnx", "mlflow"})  # fmt: skip
 def served_bundle(context: AssetExecutionContext, config: ServedBundleConfig, workspace: Workspace, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     """The bundle `videodit-onnx@champion` names: onnx_models' fp32 bundle, or its int8 copy (dit.onnx's MatMuls
-    and vae_decoder.onnx's convolutions quantized, a version of its own) when the copy's prompt adherence on the unseen split, read from onnxruntime's
-    videos as model_evaluation reads the DiT's, is within `max_adherence_drop` of the fp32 bundle's. The copy's
-    end-to-end PSNR against the fp32 bundle is reported; the decision is tagged on both versions."""
+    and vae_decoder.onnx's convolutions quantized, a version of its own) when the copy's prompt adherence on the
+    unseen split, read from onnxruntime's videos as model_evaluation reads the DiT's, is within
+    `max_adherence_drop` of the fp32 bundle's. The copy's end-to-end PSNR against the fp32 bundle is reported; the
+    decision is tagged on both versions."""
     exported = read_pointer(workspace, "onnx_models")
     preset = workspace.config()
     with mlflow_tracking.asset_run(context, workspace) as run:

@@ -12,6 +12,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from videodit.cpu import cpu_flags
+
 
 class VideoDecodeError(Exception):
     """A file that cannot be read as a video; the message names the file and says why."""
@@ -124,16 +126,9 @@ def mp4_frames(data: bytes) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
-def _cpu_has_avx512() -> bool:
-    try:
-        return " avx512f " in f" {Path('/proc/cpuinfo').read_text()} ".replace("\n", " ")
-    except OSError:  # not Linux: x264 keeps its own CPU detection
-        return False
-
-
 # x264's AVX-512 kernels encode the same frames to different bytes now and then (on a Zen 4 EPYC, 8 distinct
 # files from 200 encodes of one clip); with its kernels up to AVX2, which every AVX-512 CPU has, 200 of 200 match.
-X264_PARAMS = "asm=avx2" if _cpu_has_avx512() else ""
+X264_PARAMS = "asm=avx2" if "avx512f" in cpu_flags() else ""
 
 
 def mp4_bytes(frames: np.ndarray, fps: int, crf: int = 18) -> bytes:

@@ -19,6 +19,7 @@ from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.trainer.connectors import checkpoint_connector
 
 from videodit.config import TrainConfig
+from videodit.cpu import cpu_flags
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 CHECKPOINT_DIR = "checkpoints"
@@ -46,11 +47,7 @@ ignore_broken_omegaconf()
 
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with native bf16 matmuls (AVX512-BF16 or AMX); elsewhere bf16 autocast is several times slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 # bf16-mixed must beat fp32 by this factor to be picked on a CPU: it also rounds every activation, and an fp32 run
