@@ -15,9 +15,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # `make test` runs pytest-xdist with --dist loadfile: a module runs on one worker, so its module-scoped fixtures
 # (the production stack, the tiny graph) are built once. Modules are handed out in item order
-# (--no-loadscope-reorder): the two longest go first, so the workers end together instead of one starting the stack
-# module last.
-LONGEST_MODULES = ("test_stack", "test_model_assets")
+# (--no-loadscope-reorder): the three longest go first, so the workers end together instead of one starting the stack
+# module or the browser's whole-graph run last (the README's figures have the suite's times).
+LONGEST_MODULES = ("test_stack", "test_model_assets", "test_ui")
 
 
 def pytest_collection_modifyitems(config, items):
