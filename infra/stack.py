@@ -74,6 +74,9 @@ VARIABLES = {
     # for minutes. 2 retries, backoff 1 s: ~3 s per call, enough for a blip; the training retry policy does the rest.
     "mlflow_http_retries": ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 2),
     "mlflow_http_backoff_s": ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 1),
+    # MLflow 3's server also starts a job runner for its GenAI jobs (trace rollups, prompt optimisation), which the
+    # product does not use: 8 more processes, ~1.9 GB of RSS and ~20 s of CPU at each start (measured, one worker).
+    "mlflow_job_execution": ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
     "webserver_port": ("VIDEODIT_DAGSTER_PORT", 3000),
     "code_server_port": ("VIDEODIT_CODE_SERVER_PORT", 4266),
 }
@@ -111,6 +114,7 @@ class Settings:
     mlflow_workers: int
     mlflow_http_retries: int
     mlflow_http_backoff_s: int
+    mlflow_job_execution: str
     webserver_port: int
     code_server_port: int
 
@@ -243,6 +247,8 @@ def _process_env(s: Settings, service: str) -> dict[str, str]:
     env = {**os.environ, **s.client_env()}
     if service == "seaweedfs":  # weed mini makes these its admin S3 identity
         env.update(AWS_ACCESS_KEY_ID=s.access_key, AWS_SECRET_ACCESS_KEY=s.secret_key)
+    if service == "mlflow":
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = s.mlflow_job_execution
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
 import psycopg2
 import pytest
 import torch
@@ -197,6 +198,15 @@ def test_the_run_went_through_the_queue_and_the_daemon_into_postgres(stack, pipe
     assert rows == len(events)
     assert _query(settings.dagster_db, "SELECT status FROM runs WHERE run_id = %s", run_id) == [("SUCCESS",)]
     assert not list(settings.dagster_home.glob("**/*.db"))
+
+
+def test_the_mlflow_server_runs_without_mlflow_s_job_runner(stack):
+    """MLflow 3's server would start a job runner and its Huey consumers (8 more processes, ~1.9 GB) for GenAI jobs
+    that nothing here submits; infra/stack.py turns it off."""
+    settings, _, _ = stack
+    server = psutil.Process(stack_module._started_pid(settings, "mlflow"))
+    commands = [" ".join(child.cmdline()) for child in server.children(recursive=True)]
+    assert commands and not [c for c in commands if "mlflow.server.jobs" in c], commands
 
 
 def test_every_model_registers_through_the_server_with_its_aliases(pipeline):
