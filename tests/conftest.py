@@ -20,6 +20,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 LONGEST_MODULES = ("test_stack", "test_model_assets", "test_ui")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker keeps to its own share of the CPUs (and so do the services and runs it
+    starts): two workers each running torch and onnxruntime on every core fought over them."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if count > 1 and worker.startswith("gw") and len(cpus) >= count:
+        os.sched_setaffinity(0, cpus[int(worker[2:]) % count :: count])
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
     items.sort(key=lambda item: rank.get(item.module.__name__, len(LONGEST_MODULES)))  # stable: each module keeps its order
