@@ -53,7 +53,8 @@ else
 	@echo "  Generate more:     $(BIN)/videodit generate \"a large red circle moves left\" -o out.mp4"
 endif
 
-# A worker per core (at most 4), a module per worker at a time, the longest first (tests/conftest.py).
+# A worker per core (at most 4), each kept to its own cores, a module per worker at a time, the longest first
+# (tests/conftest.py).
 test: install
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
