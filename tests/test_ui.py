@@ -113,10 +113,9 @@ def test_materialize_everything_from_the_ui(dagster_ui):
         # event, and on two cores Chromium and the webserver's answers to it slow the run (test alone: 92 -> 78 s).
         page.goto("about:blank")
         (run_id,) = _run_ids(base)
-        state = _wait_for_run(base, run_id, RUN_TIMEOUT_S)
+        assert _wait_for_run(base, run_id, RUN_TIMEOUT_S) == "SUCCESS", run_id
         page.goto(f"{base}/runs/{run_id}")
         expect(page.get_by_text("Success").first).to_be_visible(timeout=30_000)
-        assert state == "SUCCESS", state
 
         page.goto(f"{base}/assets")
         for asset in EXPECTED_ASSETS:
